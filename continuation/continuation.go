@@ -1,0 +1,562 @@
+package continuation
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// A Continuation is one request served through a Dispatcher, for the
+// request's whole life: its dispatches, the suspensions between them, its
+// attributes and listeners. Its methods are safe for concurrent use, but
+// Suspend is only meaningful from the dispatch that is running, and
+// IsInitial, IsResumed and IsExpired describe that dispatch.
+//
+// A Continuation must not be used after the request has finished, except
+// that its state-changing methods then return ErrCompleted and its
+// attributes stay readable.
+type Continuation struct {
+	d   *Dispatcher
+	req *http.Request // what every dispatch sees; its context is &c.ctx
+	ctx requestContext
+	rw  responseWriter
+
+	mu          sync.Mutex
+	phase       phase
+	decision    decision // how the current suspension ends, once decided
+	initial     bool
+	resumed     bool
+	expired     bool
+	cycle       uint64 // count of successful Suspend calls; names a suspension
+	timeout     time.Duration
+	suspendedAt time.Time
+	attrs       map[string]any
+	listeners   []Listener
+	done        chan struct{} // made on the first call to Done
+	doneClosed  bool
+
+	// sig carries one wake-up to the request's goroutine: the end of a
+	// suspension decided elsewhere (Resume, Complete), or a pool slot handed
+	// over by the pool. The two never overlap: a request waiting for a slot
+	// is not suspended. Made on first use; written by the request goroutine
+	// under mu or pool.mu before anyone else can see it.
+	sig chan struct{}
+
+	// Owned by the request's goroutine; no lock.
+	timer       *time.Timer // reused across suspensions
+	bodyDrained bool
+
+	// Links in the pool's wait queues, guarded by pool.mu.
+	waiting                bool
+	prevWaiter, nextWaiter *Continuation
+}
+
+type phase uint8
+
+const (
+	running    phase = iota // a dispatch is running; not suspended
+	suspending              // a dispatch is running and has suspended
+	suspended               // the dispatch returned; waiting, holding no worker
+	expiring                // the suspension expired; OnTimeout listeners run
+	woken                   // the suspension ended; the next step is on its way
+	finished                // the request is over
+)
+
+type decision uint8
+
+const (
+	undecided decision = iota
+	resumeDecided
+	completeDecided
+)
+
+// A Listener is told about a request's timeouts and its end. Listeners stay
+// registered for the whole request, across every suspension, and are
+// called in the order they were added, on the request's own goroutine,
+// never while the continuation's lock is held: they may call any method of
+// the Continuation. A panic in a listener is logged and the next listener
+// still runs.
+type Listener interface {
+	// OnComplete is called once, when the request has finished: normally,
+	// by Complete, after a panic, or because the client went away.
+	OnComplete(c *Continuation)
+	// OnTimeout is called each time a suspension expires, before the
+	// expiry dispatch. It may write to the response and call Resume or
+	// Complete: Complete ends the request without that dispatch.
+	OnTimeout(c *Continuation)
+}
+
+// ListenerFuncs adapts plain functions to a Listener; nil fields are
+// skipped.
+type ListenerFuncs struct {
+	Complete func(c *Continuation)
+	Timeout  func(c *Continuation)
+}
+
+// OnComplete calls f.Complete if it is set.
+func (f ListenerFuncs) OnComplete(c *Continuation) {
+	if f.Complete != nil {
+		f.Complete(c)
+	}
+}
+
+// OnTimeout calls f.Timeout if it is set.
+func (f ListenerFuncs) OnTimeout(c *Continuation) {
+	if f.Timeout != nil {
+		f.Timeout(c)
+	}
+}
+
+type contextKey struct{}
+
+// requestContext is the request's context with the Continuation attached.
+// It lives inside the Continuation, so attaching it allocates nothing.
+type requestContext struct {
+	context.Context
+	c *Continuation
+}
+
+func (ctx *requestContext) Value(key any) any {
+	if key == (contextKey{}) {
+		return ctx.c
+	}
+	return ctx.Context.Value(key)
+}
+
+// FromRequest returns the Continuation of a request served through a
+// Dispatcher, or nil.
+func FromRequest(r *http.Request) *Continuation {
+	return FromContext(r.Context())
+}
+
+// FromContext returns the Continuation carried by ctx (a request's
+// context, or one derived from it), or nil.
+func FromContext(ctx context.Context) *Continuation {
+	c, _ := ctx.Value(contextKey{}).(*Continuation)
+	return c
+}
+
+func newContinuation(d *Dispatcher, w http.ResponseWriter, r *http.Request) *Continuation {
+	c := &Continuation{d: d, initial: true, timeout: d.cfg.defaultTimeout}
+	c.ctx = requestContext{Context: r.Context(), c: c}
+	c.req = r.WithContext(&c.ctx)
+	c.rw.w = w
+	return c
+}
+
+// Request returns the request that every dispatch receives: the same
+// *http.Request each time, whose context carries the Continuation.
+func (c *Continuation) Request() *http.Request { return c.req }
+
+// ResponseWriter returns the writer every dispatch receives, for code that
+// answers the request outside a dispatch: an OnTimeout listener, or the
+// goroutine that completes a suspended request (write, then Complete).
+// Like any http.ResponseWriter it must not be used concurrently, so use it
+// only while the request is suspended and before ending the suspension, or
+// from a listener.
+func (c *Continuation) ResponseWriter() http.ResponseWriter { return &c.rw }
+
+// IsInitial reports whether the first dispatch is running. It stays true
+// after Suspend until that dispatch returns, and is false in every
+// redispatch.
+func (c *Continuation) IsInitial() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.initial
+}
+
+// IsSuspended reports whether the request is suspended: from a successful
+// Suspend until the Resume, Complete or expiry that ends the suspension
+// takes effect. Inside OnTimeout it is still true.
+func (c *Continuation) IsSuspended() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.phase == suspending || c.phase == suspended || c.phase == expiring
+}
+
+// IsResumed reports whether Resume ended the last suspension. It becomes
+// true when Resume is called and false at the next Suspend.
+func (c *Continuation) IsResumed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resumed
+}
+
+// IsExpired reports whether the last suspension expired (or was expired by
+// Dispatcher.Shutdown). It is already true inside OnTimeout, and false
+// again after the next Suspend. Check it before IsResumed: a listener that
+// resumes from OnTimeout makes both true.
+func (c *Continuation) IsExpired() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.expired
+}
+
+// SetTimeout sets the timeout of this request's suspensions, from the next
+// one that starts waiting: the clock starts when the suspending dispatch
+// returns. d <= 0 means never expire.
+func (c *Continuation) SetTimeout(d time.Duration) {
+	c.mu.Lock()
+	c.timeout = max(d, 0)
+	c.mu.Unlock()
+}
+
+// Suspend marks the request suspended: when the running dispatch returns,
+// the response stays open and the request waits, holding no worker, until
+// Resume, Complete, expiry or client disconnect. Suspend does not block and
+// the handler should return soon after it. Suspend before handing the
+// continuation to whatever will resume it, so that a Resume can never come
+// first.
+//
+// It fails with ErrAlreadySuspended if this dispatch already suspended,
+// ErrNotDispatched outside a dispatch, ErrOverloaded beyond
+// WithMaxSuspended, ErrShutdown once the Dispatcher is shutting down, and
+// ErrCompleted after the request finished.
+func (c *Continuation) Suspend() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.phase {
+	case running:
+	case suspending:
+		return ErrAlreadySuspended
+	case finished:
+		return ErrCompleted
+	default:
+		return ErrNotDispatched
+	}
+	if err := c.d.reserveSuspension(); err != nil {
+		return err
+	}
+	c.phase = suspending
+	c.decision = undecided
+	c.resumed, c.expired = false, false
+	c.cycle++
+	c.suspendedAt = time.Now()
+	return nil
+}
+
+// Resume ends the current suspension with a redispatch: the handler runs
+// again on the pool with IsResumed true. It may be called from any
+// goroutine, also before the suspending dispatch has returned (the
+// redispatch then starts when it returns). Exactly one Resume, Complete,
+// expiry or disconnect ends each suspension; a Resume that loses returns
+// ErrNotSuspended (or ErrCompleted) and has no effect.
+//
+// Resume acts on whichever suspension is current. Code that may outlive
+// the suspension it was given (an event source that holds continuations
+// across timeouts) should hold a Handle instead.
+func (c *Continuation) Resume() error { return c.decide(resumeDecided, 0, false) }
+
+// Complete ends the current suspension without a redispatch: the response
+// is finished with whatever was written, and the request ends. Write the
+// response before calling Complete. The rules for who may call it, and
+// when, are those of Resume.
+func (c *Continuation) Complete() error { return c.decide(completeDecided, 0, false) }
+
+// A Handle names one suspension of a Continuation. Its Resume and Complete
+// act only on that suspension: once it has ended they return
+// ErrNotSuspended, even if the request has suspended again since, so a
+// late event can never wake a later suspension by accident.
+type Handle struct {
+	c     *Continuation
+	cycle uint64
+}
+
+// Handle returns a Handle for the request's most recent suspension; take it
+// right after Suspend.
+func (c *Continuation) Handle() Handle {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Handle{c: c, cycle: c.cycle}
+}
+
+// Continuation returns the continuation the handle belongs to.
+func (h Handle) Continuation() *Continuation { return h.c }
+
+// Resume is Continuation.Resume, restricted to h's suspension.
+func (h Handle) Resume() error { return h.c.decide(resumeDecided, h.cycle, true) }
+
+// Complete is Continuation.Complete, restricted to h's suspension.
+func (h Handle) Complete() error { return h.c.decide(completeDecided, h.cycle, true) }
+
+func (c *Continuation) decide(d decision, cycle uint64, checkCycle bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.phase == finished {
+		return ErrCompleted
+	}
+	if checkCycle && cycle != c.cycle {
+		return ErrNotSuspended
+	}
+	switch c.phase {
+	case suspending, suspended, expiring:
+	default:
+		return ErrNotSuspended
+	}
+	if c.decision != undecided {
+		return ErrNotSuspended
+	}
+	c.decision = d
+	if d == resumeDecided {
+		c.resumed = true
+	}
+	if c.phase == suspended {
+		// The request's goroutine is parked: end the suspension now and wake
+		// it. In the other phases that goroutine is running and acts on
+		// the decision when the dispatch or the listeners return.
+		c.phase = woken
+		c.endSuspensionLocked()
+		c.sig <- struct{}{}
+	}
+	return nil
+}
+
+// SetAttribute stores v under key for the rest of the request, visible to
+// every later dispatch: the way to hand an event's data to the redispatch.
+func (c *Continuation) SetAttribute(key string, v any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.attrs == nil {
+		c.attrs = make(map[string]any)
+	}
+	c.attrs[key] = v
+}
+
+// Attribute returns the value stored under key, or nil.
+func (c *Continuation) Attribute(key string) any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.attrs[key]
+}
+
+// RemoveAttribute deletes the value stored under key.
+func (c *Continuation) RemoveAttribute(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.attrs, key)
+}
+
+// AddListener registers l for the rest of the request. It may be called at
+// any time, also while the request is suspended; added after the request
+// finished, l is never called. Add a listener once, not once per
+// suspension: it stays registered across suspensions.
+func (c *Continuation) AddListener(l Listener) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.phase != finished {
+		c.listeners = append(c.listeners, l)
+	}
+}
+
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
+
+// Done returns a channel that is closed once the request has finished, for
+// any reason, after the OnComplete listeners have run.
+func (c *Continuation) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.doneClosed {
+		return closedChan
+	}
+	if c.done == nil {
+		c.done = make(chan struct{})
+	}
+	return c.done
+}
+
+// The methods below are the request goroutine's side of the state machine,
+// called by Dispatcher.ServeHTTP.
+
+func (c *Continuation) signalChan() chan struct{} {
+	if c.sig == nil {
+		c.sig = make(chan struct{}, 1)
+	}
+	return c.sig
+}
+
+func (c *Continuation) signal() { c.sig <- struct{}{} }
+
+// endSuspensionLocked accounts for the end of a suspension; called exactly
+// once per successful Suspend, with c.mu held.
+func (c *Continuation) endSuspensionLocked() {
+	c.d.releaseSuspension(time.Since(c.suspendedAt))
+}
+
+func (c *Continuation) beginDispatch() {
+	c.mu.Lock()
+	c.phase = running
+	c.mu.Unlock()
+}
+
+// step is what the request goroutine does next.
+type step uint8
+
+const (
+	stepFinish step = iota
+	stepPark
+	stepRedispatch
+)
+
+// returned moves the state machine on when a dispatch has returned
+// normally, and says what comes next.
+func (c *Continuation) returned() (step, time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.initial = false
+	if c.phase != suspending {
+		return stepFinish, 0
+	}
+	switch c.decision {
+	case resumeDecided:
+		c.phase = woken
+		c.endSuspensionLocked()
+		return stepRedispatch, 0
+	case completeDecided:
+		c.phase = woken
+		c.endSuspensionLocked()
+		return stepFinish, 0
+	}
+	c.signalChan() // before anyone can see the suspended phase and signal
+	c.phase = suspended
+	return stepPark, c.timeout
+}
+
+// panicked moves the state machine on when a dispatch panicked. It reports
+// whether Complete had already been called on the suspension that the
+// dispatch started, in which case the response counts as finished.
+func (c *Continuation) panicked() (completed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.initial = false
+	if c.phase == suspending {
+		completed = c.decision == completeDecided
+		c.endSuspensionLocked()
+	}
+	c.phase = woken
+	return completed
+}
+
+// outcome is how a wait ended.
+type outcome uint8
+
+const (
+	outResumed outcome = iota
+	outCompleted
+	outExpired
+	outGone
+)
+
+// drainLimit bounds how much unread request body is discarded before a
+// request parks. On HTTP/1.1 net/http notices a client disconnect only once
+// the body has been read to EOF.
+const drainLimit = 64 << 10
+
+// park blocks the request goroutine until the suspension ends, and says
+// how. It holds no worker; the only cost is this goroutine and, when the
+// suspension has a timeout, one runtime timer reused across suspensions.
+func (c *Continuation) park(timeout time.Duration) outcome {
+	if !c.bodyDrained {
+		n, _ := io.CopyN(io.Discard, c.req.Body, drainLimit+1)
+		c.bodyDrained = n <= drainLimit
+	}
+	var expiry <-chan time.Time
+	if timeout > 0 {
+		if c.timer == nil {
+			c.timer = time.NewTimer(timeout)
+		} else {
+			c.timer.Reset(timeout)
+		}
+		expiry = c.timer.C
+		defer c.timer.Stop()
+	}
+	gone := c.ctx.Context.Done()
+	shutdown := c.d.shutdownCh
+	for {
+		// A case that loses its race to another ending is disabled; the
+		// winner has signalled (or will signal) c.sig.
+		select {
+		case <-c.sig:
+			c.mu.Lock()
+			d := c.decision
+			c.mu.Unlock()
+			if d == completeDecided {
+				return outCompleted
+			}
+			return outResumed
+		case <-expiry:
+			expiry = nil
+			if c.tryEnd(expiring) {
+				return outExpired
+			}
+		case <-shutdown:
+			shutdown = nil
+			if c.tryEnd(expiring) {
+				return outExpired
+			}
+		case <-gone:
+			gone = nil
+			if c.tryEnd(woken) {
+				return outGone
+			}
+		}
+	}
+}
+
+// tryEnd ends the suspension from the request goroutine (expiry, shutdown,
+// disconnect) if nothing else ended it first.
+func (c *Continuation) tryEnd(next phase) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.phase != suspended {
+		return false
+	}
+	c.phase = next
+	if next == expiring {
+		c.expired = true
+		if len(c.listeners) == 0 {
+			// Nobody can act on the expiry: decide it now, so a Resume that
+			// loses the race gets an error rather than a merged no-op.
+			c.phase = woken
+		}
+	}
+	c.endSuspensionLocked()
+	return true
+}
+
+// expire runs the OnTimeout listeners of an expired suspension and says
+// whether one of them completed the request.
+func (c *Continuation) expire() (completed bool) {
+	c.mu.Lock()
+	ls := c.listeners
+	run := c.phase == expiring
+	c.mu.Unlock()
+	if run {
+		for _, l := range ls {
+			c.d.callListener(c, l.OnTimeout, "OnTimeout")
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.phase = woken
+	return c.decision == completeDecided
+}
+
+// finish ends the request: OnComplete listeners, then Done.
+func (c *Continuation) finish() {
+	c.mu.Lock()
+	c.phase = finished
+	ls := c.listeners
+	c.mu.Unlock()
+	for _, l := range ls {
+		c.d.callListener(c, l.OnComplete, "OnComplete")
+	}
+	c.mu.Lock()
+	c.doneClosed = true
+	done := c.done
+	c.mu.Unlock()
+	if done != nil {
+		close(done)
+	}
+}

@@ -1,0 +1,269 @@
+package continuation
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A Dispatcher serves requests through a handler whose dispatches run on a
+// bounded pool and which may suspend a request between dispatches. Create
+// one with NewDispatcher; it is an http.Handler.
+//
+// The Dispatcher starts no goroutines of its own. Each request's dispatches,
+// listeners and waits run on the goroutine net/http gave the request, and
+// the pool only bounds how many dispatches run at once; so there is nothing
+// to stop but requests, and Shutdown stops them.
+type Dispatcher struct {
+	h       http.Handler
+	cfg     config
+	pool    *pool
+	metrics *metrics
+	logger  *slog.Logger
+
+	suspended atomic.Int64 // suspensions in force, for WithMaxSuspended
+	active    atomic.Int64 // requests admitted and not yet finished
+
+	closing      atomic.Bool
+	shutdownCh   chan struct{} // closed when Shutdown begins; parked requests select on it
+	shutdownOnce sync.Once
+	drained      chan struct{} // closed when closing and no request is active
+	drainOnce    sync.Once
+
+	lastRefusalLog atomic.Int64 // unix nanos; refusals are logged at most once a second
+}
+
+// NewDispatcher returns a Dispatcher that serves every request through h.
+// Inside h, FromRequest gives the request's Continuation.
+func NewDispatcher(h http.Handler, opts ...Option) *Dispatcher {
+	cfg := newConfig(opts)
+	d := &Dispatcher{
+		h:          h,
+		cfg:        cfg,
+		logger:     cfg.logger,
+		shutdownCh: make(chan struct{}),
+		drained:    make(chan struct{}),
+	}
+	if d.logger == nil {
+		d.logger = slog.Default()
+	}
+	m, err := newMetrics(cfg.registerer)
+	if err != nil {
+		// NewDispatcher has no error result (the API contract), and a
+		// metrics clash is no reason to refuse traffic: serve, unobserved.
+		d.logger.Error("continuation: metrics not registered", "err", err)
+		m, _ = newMetrics(nil)
+	}
+	d.metrics = m
+	d.pool = newPool(cfg.workers, cfg.queueSize, m.queueLength)
+	return d
+}
+
+type dispatchKind uint8
+
+const (
+	kindInitial dispatchKind = iota
+	kindResumed
+	kindExpired
+	dispatchKinds
+)
+
+func (k dispatchKind) String() string {
+	return [...]string{"initial", "resumed", "expired"}[k]
+}
+
+// ServeHTTP admits the request (or answers 503 with Retry-After when the
+// pool and its queue of new requests are full, or during Shutdown) and runs
+// its dispatches until it finishes.
+func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Count the request before looking at closing; Shutdown sets closing
+	// before it counts requests. So either this request sees closing, or
+	// Shutdown sees this request.
+	d.active.Add(1)
+	defer d.requestDone()
+	if d.closing.Load() {
+		d.refuse(w, "server shutting down")
+		return
+	}
+	c := newContinuation(d, w, r)
+	switch d.pool.acquireNew(c, r.Context().Done(), d.shutdownCh) {
+	case queueFull:
+		d.refuse(w, "server overloaded")
+		return
+	case abandoned:
+		if d.closing.Load() {
+			d.refuse(w, "server shutting down")
+		}
+		return // otherwise the client is gone: nobody to answer
+	}
+	d.serve(c)
+}
+
+// serve runs c's dispatches; the caller holds a pool slot for the first.
+func (d *Dispatcher) serve(c *Continuation) {
+	holding := true
+	defer func() {
+		// Also reached when a handler calls runtime.Goexit.
+		if holding {
+			d.pool.release()
+		}
+		c.finish()
+	}()
+	kind := kindInitial
+	for {
+		c.beginDispatch()
+		d.metrics.dispatches[kind].Inc()
+		if p, stack, ok := d.runHandler(c); !ok {
+			if d.recovered(c, p, stack) {
+				d.pool.release()
+				holding = false
+				c.finish()
+				panic(http.ErrAbortHandler) // net/http drops the connection quietly
+			}
+			return
+		}
+		next, timeout := c.returned()
+		if next == stepRedispatch { // resumed before the handler returned
+			kind = kindResumed
+			continue // same goroutine, same slot, at once
+		}
+		d.pool.release()
+		holding = false
+		if next == stepFinish {
+			return
+		}
+		switch c.park(timeout) {
+		case outCompleted, outGone:
+			return
+		case outExpired:
+			if c.expire() {
+				return
+			}
+			kind = kindExpired
+		case outResumed:
+			kind = kindResumed
+		}
+		d.pool.acquireAgain(c)
+		holding = true
+	}
+}
+
+// runHandler runs one dispatch, turning a panic into a value.
+func (d *Dispatcher) runHandler(c *Continuation) (p any, stack []byte, ok bool) {
+	defer func() {
+		if !ok {
+			p = recover()
+			if p != http.ErrAbortHandler {
+				stack = debug.Stack()
+			}
+		}
+	}()
+	d.h.ServeHTTP(&c.rw, c.req)
+	return nil, nil, true
+}
+
+// recovered answers a request whose dispatch panicked, and reports whether
+// the connection must be aborted instead: as net/http does for
+// http.ErrAbortHandler, and for a response already partly written (the
+// client would otherwise take a truncated response for a whole one).
+func (d *Dispatcher) recovered(c *Continuation, p any, stack []byte) (abort bool) {
+	completed := c.panicked()
+	if p == http.ErrAbortHandler {
+		return true
+	}
+	d.logger.Error("continuation: panic serving request",
+		"method", c.req.Method, "path", c.req.URL.Path, "panic", fmt.Sprint(p), "stack", string(stack))
+	switch {
+	case !c.rw.written:
+		http.Error(c.rw.w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+		return false
+	case completed: // Complete was called: what was written is the response
+		return false
+	default:
+		return true
+	}
+}
+
+// callListener runs one listener callback, containing its panic.
+func (d *Dispatcher) callListener(c *Continuation, f func(*Continuation), name string) {
+	defer func() {
+		if p := recover(); p != nil {
+			d.logger.Error("continuation: panic in listener", "callback", name,
+				"path", c.req.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
+	f(c)
+}
+
+// refuse answers a new request 503 with Retry-After.
+func (d *Dispatcher) refuse(w http.ResponseWriter, reason string) {
+	d.metrics.rejected.Inc()
+	now := time.Now().UnixNano()
+	if last := d.lastRefusalLog.Load(); now-last > int64(time.Second) && d.lastRefusalLog.CompareAndSwap(last, now) {
+		d.logger.Warn("continuation: refusing new requests", "reason", reason)
+	}
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, reason, http.StatusServiceUnavailable)
+}
+
+func (d *Dispatcher) reserveSuspension() error {
+	if d.closing.Load() {
+		return ErrShutdown
+	}
+	n := d.suspended.Add(1)
+	if limit := d.cfg.maxSuspended; limit > 0 && n > int64(limit) {
+		d.suspended.Add(-1)
+		return ErrOverloaded
+	}
+	d.metrics.suspended.Inc()
+	return nil
+}
+
+func (d *Dispatcher) releaseSuspension(held time.Duration) {
+	d.suspended.Add(-1)
+	d.metrics.suspended.Dec()
+	d.metrics.suspendDuration.Observe(held.Seconds())
+}
+
+func (d *Dispatcher) requestDone() {
+	if d.active.Add(-1) == 0 && d.closing.Load() {
+		d.drainOnce.Do(func() { close(d.drained) })
+	}
+}
+
+// Suspended returns the number of requests suspended now.
+func (d *Dispatcher) Suspended() int { return int(d.suspended.Load()) }
+
+// Shutdown stops the Dispatcher gracefully: new requests get 503 with
+// Retry-After, Suspend fails with ErrShutdown, and every suspended request
+// is expired (its OnTimeout listeners run and it is dispatched with
+// IsExpired true) so that its handler can answer now. Shutdown returns nil
+// once every request has finished, or ctx's error if ctx ends first; it
+// may be called again, and from several goroutines.
+//
+// http.Server.Shutdown waits for active requests without waking them, so
+// a parked long-poll would hold it until its timeout; start the
+// Dispatcher's Shutdown first, or from RegisterOnShutdown:
+//
+//	srv.RegisterOnShutdown(func() { _ = d.Shutdown(context.Background()) })
+//	err := srv.Shutdown(ctx) // returns once the parked requests have answered
+func (d *Dispatcher) Shutdown(ctx context.Context) error {
+	d.shutdownOnce.Do(func() {
+		d.closing.Store(true)
+		close(d.shutdownCh)
+	})
+	if d.active.Load() == 0 {
+		d.drainOnce.Do(func() { close(d.drained) })
+	}
+	select {
+	case <-d.drained:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

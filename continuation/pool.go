@@ -1,0 +1,156 @@
+package continuation
+
+import "sync"
+
+// pool bounds how many dispatches run at once. It owns no goroutines: the
+// request's own net/http goroutine runs its dispatches once it holds a slot,
+// so a dispatch costs no goroutine handoff (BenchmarkPoolDesigns compares
+// this with handing each dispatch to a fixed set of worker goroutines).
+//
+// Requests that find every slot taken wait in one of two FIFO queues: new
+// requests (bounded by the queue size, beyond which they are refused) and
+// redispatches of admitted requests (never refused). When both queues hold
+// waiters a freed slot goes to them in turn, so a broadcast that resumes
+// thousands of requests does not starve the re-polls it provokes, and a
+// flood of new requests does not starve redispatches.
+type pool struct {
+	mu         sync.Mutex
+	free       int
+	maxWaiting int // new requests allowed to wait
+	fresh      waitQueue
+	again      waitQueue
+	freshTurn  bool // when both queues wait, whose turn the next slot is
+	queueGauge gaugeAdder
+}
+
+type gaugeAdder interface{ Add(float64) }
+
+func newPool(workers, queueSize int, g gaugeAdder) *pool {
+	return &pool{free: workers, maxWaiting: queueSize, queueGauge: g}
+}
+
+// acquireResult says how a new request's wait for a slot ended.
+type acquireResult int
+
+const (
+	acquired acquireResult = iota
+	queueFull
+	abandoned // the client went away or the dispatcher shut down first
+)
+
+// acquireNew takes a slot for c's first dispatch, waiting in the bounded
+// queue of new requests until a slot frees up or stop is closed.
+func (p *pool) acquireNew(c *Continuation, stop, shutdown <-chan struct{}) acquireResult {
+	p.mu.Lock()
+	if p.free > 0 {
+		p.free--
+		p.mu.Unlock()
+		return acquired
+	}
+	if p.fresh.len >= p.maxWaiting {
+		p.mu.Unlock()
+		return queueFull
+	}
+	p.fresh.push(c)
+	p.mu.Unlock()
+	p.queueGauge.Add(1)
+
+	sig := c.signalChan()
+	select {
+	case <-sig:
+		return acquired
+	case <-stop:
+	case <-shutdown:
+	}
+	p.mu.Lock()
+	if c.waiting {
+		p.fresh.remove(c)
+		p.mu.Unlock()
+		p.queueGauge.Add(-1)
+		return abandoned
+	}
+	// release handed us the slot while we were giving up. Dispatch anyway:
+	// the slot is ours, and the handler sees the cancelled context or gets
+	// ErrShutdown from Suspend.
+	p.mu.Unlock()
+	<-sig
+	return acquired
+}
+
+// acquireAgain takes a slot for a redispatch of an admitted request. It
+// never gives up: the request was admitted and its waker is owed a dispatch.
+func (p *pool) acquireAgain(c *Continuation) {
+	p.mu.Lock()
+	if p.free > 0 {
+		p.free--
+		p.mu.Unlock()
+		return
+	}
+	p.again.push(c)
+	p.mu.Unlock()
+	p.queueGauge.Add(1)
+	<-c.signalChan()
+}
+
+// release frees the caller's slot, handing it straight to a waiter if any.
+func (p *pool) release() {
+	p.mu.Lock()
+	var next *Continuation
+	switch {
+	case p.fresh.len > 0 && (p.again.len == 0 || p.freshTurn):
+		next = p.fresh.pop()
+		p.freshTurn = false
+	case p.again.len > 0:
+		next = p.again.pop()
+		p.freshTurn = true
+	default:
+		p.free++
+	}
+	p.mu.Unlock()
+	if next != nil {
+		p.queueGauge.Add(-1)
+		next.signal()
+	}
+}
+
+// waitQueue is an intrusive FIFO list of continuations waiting for a slot;
+// the links live in the Continuation, so waiting allocates nothing and an
+// abandoned wait is removed in O(1). Guarded by pool.mu.
+type waitQueue struct {
+	head, tail *Continuation
+	len        int
+}
+
+func (q *waitQueue) push(c *Continuation) {
+	c.waiting = true
+	c.prevWaiter, c.nextWaiter = q.tail, nil
+	if q.tail != nil {
+		q.tail.nextWaiter = c
+	} else {
+		q.head = c
+	}
+	q.tail = c
+	q.len++
+}
+
+func (q *waitQueue) pop() *Continuation {
+	c := q.head
+	q.remove(c)
+	return c
+}
+
+func (q *waitQueue) remove(c *Continuation) {
+	if c.prevWaiter != nil {
+		c.prevWaiter.nextWaiter = c.nextWaiter
+	} else {
+		q.head = c.nextWaiter
+	}
+	if c.nextWaiter != nil {
+		c.nextWaiter.prevWaiter = c.prevWaiter
+	} else {
+		q.tail = c.prevWaiter
+	}
+	c.prevWaiter, c.nextWaiter = nil, nil
+	c.waiting = false
+	q.len--
+}

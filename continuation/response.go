@@ -1,0 +1,65 @@
+package continuation
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+)
+
+// responseWriter is the ResponseWriter every dispatch receives. It passes
+// everything through to net/http's writer and remembers whether anything
+// was written, so that a panic can still be answered with a 500 when it
+// safely can. Unwrap lets http.ResponseController reach the original
+// writer (deadlines, full duplex).
+type responseWriter struct {
+	w       http.ResponseWriter
+	written bool
+}
+
+func (rw *responseWriter) Header() http.Header { return rw.w.Header() }
+
+func (rw *responseWriter) WriteHeader(code int) {
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		rw.written = true
+	}
+	rw.w.WriteHeader(code)
+}
+
+func (rw *responseWriter) Write(p []byte) (int, error) {
+	rw.written = true
+	return rw.w.Write(p)
+}
+
+func (rw *responseWriter) WriteString(s string) (int, error) {
+	rw.written = true
+	return io.WriteString(rw.w, s)
+}
+
+// Flush implements http.Flusher; FlushError is preferred by
+// http.ResponseController and reports the error Flush drops.
+func (rw *responseWriter) Flush() { _ = rw.FlushError() }
+
+func (rw *responseWriter) FlushError() error {
+	rw.written = true
+	return http.NewResponseController(rw.w).Flush()
+}
+
+// Hijack implements http.Hijacker where the underlying writer does
+// (HTTP/1.x); after it the Dispatcher writes nothing to the response.
+func (rw *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(rw.w).Hijack()
+	if err == nil {
+		rw.written = true
+	}
+	return conn, brw, err
+}
+
+func (rw *responseWriter) Unwrap() http.ResponseWriter { return rw.w }
+
+var (
+	_ http.Flusher        = (*responseWriter)(nil)
+	_ http.Hijacker       = (*responseWriter)(nil)
+	_ io.StringWriter     = (*responseWriter)(nil)
+	_ http.ResponseWriter = (*responseWriter)(nil)
+)
