@@ -30,6 +30,9 @@ type Continuation struct {
 	resumed     bool
 	expired     bool
 	cycle       uint64 // count of successful Suspend calls; names a suspension
+	// listenerGoroutine runs the OnTimeout listeners of an expiring
+	// suspension, the only goroutine allowed to Resume or Complete it.
+	listenerGoroutine uint64
 	timeout     time.Duration
 	suspendedAt time.Time
 	attrs       map[string]any
@@ -291,7 +294,12 @@ func (c *Continuation) decide(d decision, cycle uint64, checkCycle bool) error {
 		return ErrNotSuspended
 	}
 	switch c.phase {
-	case suspending, suspended, expiring:
+	case suspending, suspended:
+	case expiring:
+		// The expiry won; only its listeners may still steer it.
+		if goroutineID() != c.listenerGoroutine {
+			return ErrNotSuspended
+		}
 	default:
 		return ErrNotSuspended
 	}
@@ -516,9 +524,7 @@ func (c *Continuation) tryEnd(next phase) bool {
 	if next == expiring {
 		c.expired = true
 		if len(c.listeners) == 0 {
-			// Nobody can act on the expiry: decide it now, so a Resume that
-			// loses the race gets an error rather than a merged no-op.
-			c.phase = woken
+			c.phase = woken // no listener to steer the expiry
 		}
 	}
 	c.endSuspensionLocked()
@@ -531,6 +537,9 @@ func (c *Continuation) expire() (completed bool) {
 	c.mu.Lock()
 	ls := c.listeners
 	run := c.phase == expiring
+	if run {
+		c.listenerGoroutine = goroutineID()
+	}
 	c.mu.Unlock()
 	if run {
 		for _, l := range ls {
@@ -543,9 +552,14 @@ func (c *Continuation) expire() (completed bool) {
 	return c.decision == completeDecided
 }
 
-// finish ends the request: OnComplete listeners, then Done.
+// finish ends the request: OnComplete listeners, then Done. Only the first
+// call does anything.
 func (c *Continuation) finish() {
 	c.mu.Lock()
+	if c.phase == finished {
+		c.mu.Unlock()
+		return
+	}
 	c.phase = finished
 	ls := c.listeners
 	c.mu.Unlock()

@@ -1,0 +1,263 @@
+package continuation_test
+
+// The races: exactly one of Resume, Complete, expiry, disconnect and
+// shutdown ends each suspension, and the losers get an error and change
+// nothing. These run on the real clock and real scheduler, many times, so
+// that -race and the scheduler explore the interleavings.
+
+import (
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cometkit/cometkit/continuation"
+)
+
+// raceServer suspends every initial dispatch and hands the continuation
+// out; it counts redispatches and listener calls.
+type raceServer struct {
+	cs          chan *continuation.Continuation
+	redispatch  atomic.Int32
+	timeouts    atomic.Int32
+	completions atomic.Int32
+	timeout     time.Duration
+}
+
+func newRaceServer(timeout time.Duration) *raceServer {
+	return &raceServer{cs: make(chan *continuation.Continuation, 1), timeout: timeout}
+}
+
+func (s *raceServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c := continuation.FromRequest(r)
+	if !c.IsInitial() {
+		s.redispatch.Add(1)
+		switch {
+		case c.IsExpired():
+			io.WriteString(w, "TIMEOUT")
+		case c.IsResumed():
+			io.WriteString(w, "RESUMED")
+		}
+		return
+	}
+	c.SetTimeout(s.timeout)
+	c.AddListener(continuation.ListenerFuncs{
+		Timeout:  func(*continuation.Continuation) { s.timeouts.Add(1) },
+		Complete: func(*continuation.Continuation) { s.completions.Add(1) },
+	})
+	if err := c.Suspend(); err != nil {
+		panic(err)
+	}
+	s.cs <- c
+}
+
+const raceRounds = 200
+
+// requireLost checks the error of a call that lost its race: the
+// suspension had ended (or the whole request had, by the time it ran).
+func requireLost(t *testing.T, err error) {
+	t.Helper()
+	require.True(t, errors.Is(err, continuation.ErrNotSuspended) || errors.Is(err, continuation.ErrCompleted),
+		"a call that lost its race returned %v", err)
+}
+
+// Resume from 100 goroutines at once: exactly one succeeds, one
+// redispatch.
+func TestResumeFrom100Goroutines(t *testing.T) {
+	for range raceRounds / 4 {
+		s := newRaceServer(0)
+		d := continuation.NewDispatcher(s)
+		cl := get(d, "/")
+		c := <-s.cs
+		var wins atomic.Int32
+		var start, wg sync.WaitGroup
+		start.Add(1)
+		for range 100 {
+			wg.Go(func() {
+				start.Wait()
+				switch err := c.Resume(); {
+				case err == nil:
+					wins.Add(1)
+				case errors.Is(err, continuation.ErrNotSuspended), errors.Is(err, continuation.ErrCompleted):
+				default:
+					t.Errorf("unexpected error %v", err)
+				}
+			})
+		}
+		start.Done()
+		wg.Wait()
+		assert.Equal(t, "RESUMED", cl.wait().Body.String())
+		require.Equal(t, int32(1), wins.Load(), "Resume calls that won")
+		require.Equal(t, int32(1), s.redispatch.Load(), "redispatches")
+		require.Equal(t, int32(1), s.completions.Load())
+	}
+}
+
+// Scenario 40: Resume racing the timeout. Either the resume won (RESUMED,
+// no OnTimeout) or the expiry did (TIMEOUT, one OnTimeout, Resume got an
+// error); always exactly one redispatch.
+func TestResumeRacesTimeout(t *testing.T) {
+	for i := range raceRounds {
+		s := newRaceServer(time.Millisecond)
+		d := continuation.NewDispatcher(s)
+		cl := get(d, "/")
+		c := <-s.cs
+		time.Sleep(time.Duration(i%40) * 50 * time.Microsecond) // sweep across the deadline
+		err := c.Resume()
+		body := cl.wait().Body.String()
+		require.Equal(t, int32(1), s.redispatch.Load(), "redispatches")
+		require.Equal(t, int32(1), s.completions.Load())
+		if err == nil {
+			require.Equal(t, "RESUMED", body)
+			require.Zero(t, s.timeouts.Load())
+		} else {
+			requireLost(t, err)
+			require.Equal(t, "TIMEOUT", body)
+			require.Equal(t, int32(1), s.timeouts.Load())
+		}
+	}
+}
+
+// The same race on the fake clock, with the Resume landing before, at and
+// after the deadline: at the exact instant either may win, but never both.
+func TestResumeRacesTimeoutFakeClock(t *testing.T) {
+	for eps := -20; eps <= 20; eps += 5 {
+		synctest.Test(t, func(t *testing.T) {
+			s := newRaceServer(100 * time.Millisecond)
+			d := continuation.NewDispatcher(s)
+			cl := get(d, "/")
+			c := <-s.cs
+			errc := make(chan error, 1)
+			time.AfterFunc(100*time.Millisecond+time.Duration(eps)*time.Millisecond, func() { errc <- c.Resume() })
+			body := cl.wait().Body.String()
+			err := <-errc
+			assert.Equal(t, int32(1), s.redispatch.Load())
+			switch {
+			case eps < 0:
+				assert.NoError(t, err)
+				assert.Equal(t, "RESUMED", body)
+			case eps > 0:
+				assert.ErrorIs(t, err, continuation.ErrCompleted)
+				assert.Equal(t, "TIMEOUT", body)
+			default:
+				assert.Equal(t, err == nil, body == "RESUMED")
+			}
+		})
+	}
+}
+
+// Resume racing Complete: one wins; a redispatch happens only if Resume
+// won.
+func TestResumeRacesComplete(t *testing.T) {
+	for range raceRounds {
+		s := newRaceServer(0)
+		d := continuation.NewDispatcher(s)
+		cl := get(d, "/")
+		c := <-s.cs
+		var resumeErr, completeErr error
+		var wg sync.WaitGroup
+		wg.Go(func() { resumeErr = c.Resume() })
+		wg.Go(func() { completeErr = c.Complete() })
+		wg.Wait()
+		body := cl.wait().Body.String()
+		require.True(t, (resumeErr == nil) != (completeErr == nil), "exactly one wins: resume %v, complete %v", resumeErr, completeErr)
+		if resumeErr == nil {
+			require.Equal(t, "RESUMED", body)
+			require.Equal(t, int32(1), s.redispatch.Load())
+			requireLost(t, completeErr)
+		} else {
+			require.Empty(t, body)
+			require.Zero(t, s.redispatch.Load())
+			requireLost(t, resumeErr)
+		}
+		require.Equal(t, int32(1), s.completions.Load())
+	}
+}
+
+// Resume racing a client disconnect: if the disconnect wins there is no
+// redispatch and Resume fails; if Resume wins the redispatch runs (and
+// writes to a gone client). Either way OnComplete runs once and nothing is
+// left behind (goleak checks at the end of the package).
+func TestResumeRacesDisconnect(t *testing.T) {
+	for i := range raceRounds {
+		s := newRaceServer(0)
+		d := continuation.NewDispatcher(s)
+		cl := get(d, "/")
+		c := <-s.cs
+		var resumeErr error
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if i%2 == 0 {
+				time.Sleep(time.Duration(rand.IntN(20)) * time.Microsecond)
+			}
+			resumeErr = c.Resume()
+		})
+		wg.Go(cl.cancel)
+		wg.Wait()
+		cl.wait()
+		<-c.Done()
+		require.Equal(t, int32(1), s.completions.Load())
+		if resumeErr == nil {
+			require.Equal(t, int32(1), s.redispatch.Load())
+		} else {
+			require.Zero(t, s.redispatch.Load(), "redispatched after losing to the disconnect")
+			requireLost(t, resumeErr)
+		}
+		require.Zero(t, d.Suspended())
+	}
+}
+
+// Resume racing Shutdown: the request is answered once, by whichever won.
+func TestResumeRacesShutdown(t *testing.T) {
+	for range raceRounds / 4 {
+		s := newRaceServer(0)
+		d := continuation.NewDispatcher(s)
+		cl := get(d, "/")
+		c := <-s.cs
+		var resumeErr, shutdownErr error
+		var wg sync.WaitGroup
+		wg.Go(func() { resumeErr = c.Resume() })
+		wg.Go(func() { shutdownErr = d.Shutdown(t.Context()) })
+		wg.Wait()
+		body := cl.wait().Body.String()
+		require.NoError(t, shutdownErr)
+		require.Equal(t, int32(1), s.redispatch.Load())
+		if resumeErr == nil {
+			require.Equal(t, "RESUMED", body)
+			require.Zero(t, s.timeouts.Load())
+		} else {
+			requireLost(t, resumeErr)
+			require.Equal(t, "TIMEOUT", body)
+			require.Equal(t, int32(1), s.timeouts.Load())
+		}
+	}
+}
+
+// Disconnect while suspended: the request finishes with no redispatch,
+// OnComplete runs, Done closes, and the suspension is released.
+func TestDisconnectWhileSuspended(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newRaceServer(time.Minute)
+		d := continuation.NewDispatcher(s)
+		cl := get(d, "/")
+		c := <-s.cs
+		synctest.Wait()
+		assert.Equal(t, 1, d.Suspended())
+		cl.cancel()
+		<-c.Done()
+		cl.wait()
+		assert.Zero(t, s.redispatch.Load())
+		assert.Zero(t, s.timeouts.Load())
+		assert.Equal(t, int32(1), s.completions.Load())
+		assert.Zero(t, d.Suspended())
+		assert.ErrorIs(t, c.Resume(), continuation.ErrCompleted)
+	})
+}

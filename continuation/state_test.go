@@ -1,0 +1,419 @@
+package continuation_test
+
+// Every row of the life-cycle table in doc.go, the misuse matrix (§4.4,
+// scenario 39) and the timing rules (scenarios 36–38).
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cometkit/cometkit/continuation"
+)
+
+// Scenario 36: the timeout clock starts when the suspending dispatch
+// returns, not at Suspend.
+func TestTimerStartsAtReturn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var hist history
+		d := continuation.NewDispatcher(timeoutThenSleep(&hist))
+		cl := get(d, "/")
+		assert.Equal(t, "TIMEOUT", cl.wait().Body.String())
+		assert.Equal(t, 400*time.Millisecond, cl.elapsed())
+		assert.Equal(t, []string{"returned", "onTimeout", "onComplete"}, hist.get())
+	})
+}
+
+func timeoutThenSleep(hist *history) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := continuation.FromRequest(r)
+		if !c.IsInitial() {
+			io.WriteString(w, "TIMEOUT")
+			return
+		}
+		c.SetTimeout(100 * time.Millisecond)
+		c.AddListener(recordingListener(hist))
+		if err := c.Suspend(); err != nil {
+			panic(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		hist.add("returned")
+	})
+}
+
+// Scenario 37: Complete before return takes effect at return; writes made
+// in between are part of the response.
+func TestCompleteBeforeReturnIsDeferred(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var hist history
+		var calls atomic.Int32
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			calls.Add(1)
+			c := continuation.FromRequest(r)
+			c.AddListener(recordingListener(&hist))
+			require.NoError(t, c.Suspend())
+			io.WriteString(w, "A")
+			require.NoError(t, c.Complete())
+			assert.True(t, c.IsSuspended(), "IsSuspended after Complete before return")
+			assert.False(t, c.IsResumed(), "IsResumed after Complete")
+			time.Sleep(300 * time.Millisecond)
+			io.WriteString(w, "B")
+			hist.add("returned")
+		}))
+		cl := get(d, "/")
+		time.Sleep(299 * time.Millisecond)
+		assert.False(t, cl.finished(), "answered before the handler returned")
+		assert.Equal(t, "AB", cl.wait().Body.String())
+		assert.Equal(t, []string{"returned", "onComplete"}, hist.get())
+		assert.Equal(t, int32(1), calls.Load())
+	})
+}
+
+// Scenario 38: Resume before return is deferred; the redispatch never runs
+// alongside the dispatch that suspended.
+func TestResumeBeforeReturnIsDeferred(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var hist history
+		var running atomic.Int32
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			assert.Equal(t, int32(1), running.Add(1), "two dispatches at once")
+			defer running.Add(-1)
+			c := continuation.FromRequest(r)
+			if !c.IsInitial() {
+				hist.add("!initial")
+				io.WriteString(w, "RESUMED")
+				return
+			}
+			require.NoError(t, c.Suspend())
+			require.NoError(t, c.Resume())
+			assert.True(t, c.IsSuspended())
+			assert.True(t, c.IsResumed())
+			assert.True(t, c.IsInitial(), "IsInitial stays true until the first dispatch returns")
+			time.Sleep(300 * time.Millisecond)
+			hist.add("returned")
+		}))
+		cl := get(d, "/")
+		assert.Equal(t, "RESUMED", cl.wait().Body.String())
+		assert.Equal(t, 300*time.Millisecond, cl.elapsed())
+		assert.Equal(t, []string{"returned", "!initial"}, hist.get())
+	})
+}
+
+// misuse runs handler h in one request and returns the body it wrote.
+func misuse(t *testing.T, h func(w http.ResponseWriter, c *continuation.Continuation)) string {
+	t.Helper()
+	var body string
+	synctest.Test(t, func(t *testing.T) {
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h(w, continuation.FromRequest(r))
+		}))
+		rec := get(d, "/").wait()
+		assert.Equal(t, http.StatusOK, rec.Code)
+		body = rec.Body.String()
+	})
+	return body
+}
+
+func errName(err error) string {
+	for _, e := range []error{continuation.ErrAlreadySuspended, continuation.ErrNotDispatched,
+		continuation.ErrNotSuspended, continuation.ErrCompleted, continuation.ErrOverloaded, continuation.ErrShutdown} {
+		if errors.Is(err, e) {
+			return strings.TrimPrefix(e.Error(), "continuation: ")
+		}
+	}
+	if err == nil {
+		return "ok"
+	}
+	return "unexpected " + err.Error()
+}
+
+// Scenario 39, the misuse matrix: every illegal call is an error, never a
+// panic, and the request is answered as the legal calls say.
+func TestMisuse(t *testing.T) {
+	t.Run("a resume without suspend", func(t *testing.T) {
+		body := misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
+			io.WriteString(w, "resume:"+errName(c.Resume()))
+		})
+		assert.Equal(t, "resume:not suspended", body)
+	})
+	t.Run("b complete without suspend", func(t *testing.T) {
+		body := misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
+			io.WriteString(w, "complete:"+errName(c.Complete()))
+		})
+		assert.Equal(t, "complete:not suspended", body)
+	})
+	t.Run("c suspend twice", func(t *testing.T) {
+		body := misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
+			if !c.IsInitial() {
+				io.WriteString(w, " RESUMED")
+				return
+			}
+			require.NoError(t, c.Suspend())
+			io.WriteString(w, "suspend:"+errName(c.Suspend()))
+			time.AfterFunc(time.Millisecond, func() { assert.NoError(t, c.Resume()) })
+		})
+		assert.Equal(t, "suspend:already suspended in this dispatch RESUMED", body)
+	})
+	t.Run("e complete then resume", func(t *testing.T) {
+		body := misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
+			if !c.IsInitial() {
+				io.WriteString(w, " REDISPATCHED")
+				return
+			}
+			require.NoError(t, c.Suspend())
+			require.NoError(t, c.Complete())
+			io.WriteString(w, "resume:"+errName(c.Resume())+" COMPLETED")
+		})
+		assert.Equal(t, "resume:not suspended COMPLETED", body)
+	})
+	t.Run("f resume then complete", func(t *testing.T) {
+		body := misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
+			if !c.IsInitial() {
+				io.WriteString(w, " RESUMED")
+				return
+			}
+			require.NoError(t, c.Suspend())
+			require.NoError(t, c.Resume())
+			io.WriteString(w, "complete:"+errName(c.Complete()))
+		})
+		assert.Equal(t, "complete:not suspended RESUMED", body)
+	})
+	t.Run("g resume twice before return", func(t *testing.T) {
+		body := misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
+			if !c.IsInitial() {
+				io.WriteString(w, " RESUMED")
+				return
+			}
+			require.NoError(t, c.Suspend())
+			require.NoError(t, c.Resume())
+			io.WriteString(w, "resume:"+errName(c.Resume()))
+		})
+		assert.Equal(t, "resume:not suspended RESUMED", body)
+	})
+	t.Run("h resume twice after return", func(t *testing.T) {
+		var second error
+		body := misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
+			if !c.IsInitial() {
+				io.WriteString(w, "RESUMED")
+				return
+			}
+			require.NoError(t, c.Suspend())
+			time.AfterFunc(time.Millisecond, func() {
+				assert.NoError(t, c.Resume())
+				second = c.Resume()
+			})
+		})
+		assert.Equal(t, "RESUMED", body) // exactly one redispatch
+		assert.ErrorIs(t, second, continuation.ErrNotSuspended)
+	})
+	t.Run("i resume and complete in a redispatch", func(t *testing.T) {
+		body := misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
+			if c.IsInitial() {
+				require.NoError(t, c.Suspend())
+				require.NoError(t, c.Resume())
+				return
+			}
+			io.WriteString(w, "resume:"+errName(c.Resume())+" complete:"+errName(c.Complete()))
+		})
+		assert.Equal(t, "resume:not suspended complete:not suspended", body)
+	})
+	t.Run("j calls after the request finished", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			cs := make(chan *continuation.Continuation, 1)
+			d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				cs <- continuation.FromRequest(r)
+				io.WriteString(w, "done")
+			}))
+			get(d, "/").wait()
+			c := <-cs
+			<-c.Done()
+			assert.ErrorIs(t, c.Resume(), continuation.ErrCompleted)
+			assert.ErrorIs(t, c.Complete(), continuation.ErrCompleted)
+			assert.ErrorIs(t, c.Suspend(), continuation.ErrCompleted)
+			// The next request gets its own continuation and a normal answer.
+			assert.Equal(t, "done", get(d, "/").wait().Body.String())
+			assert.NotSame(t, c, <-cs)
+		})
+	})
+	t.Run("k suspend from another goroutine while suspended", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			cs := make(chan *continuation.Continuation, 1)
+			d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c := continuation.FromRequest(r)
+				if c.IsInitial() {
+					require.NoError(t, c.Suspend())
+					cs <- c
+				}
+			}))
+			cl := get(d, "/")
+			c := <-cs
+			synctest.Wait()
+			assert.ErrorIs(t, c.Suspend(), continuation.ErrNotDispatched)
+			require.NoError(t, c.Resume())
+			cl.wait()
+		})
+	})
+	t.Run("suspend after the handler returned, from a listener", func(t *testing.T) {
+		var fromListener error
+		misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
+			if !c.IsInitial() {
+				return
+			}
+			c.SetTimeout(time.Millisecond)
+			c.AddListener(continuation.ListenerFuncs{Timeout: func(c *continuation.Continuation) {
+				fromListener = c.Suspend()
+			}})
+			require.NoError(t, c.Suspend())
+		})
+		assert.ErrorIs(t, fromListener, continuation.ErrNotDispatched)
+	})
+}
+
+// A Handle acts only on its own suspension: an event source that kept it
+// across a timeout cannot wake the next suspension.
+func TestStaleHandleCannotResumeLaterSuspension(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		handles := make(chan continuation.Handle, 2)
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			if c.IsInitial() || c.IsExpired() {
+				c.SetTimeout(100 * time.Millisecond)
+				require.NoError(t, c.Suspend())
+				handles <- c.Handle()
+				return
+			}
+			io.WriteString(w, "RESUMED")
+		}))
+		cl := get(d, "/")
+		first := <-handles
+		second := <-handles // the first suspension expired; the second waits
+		synctest.Wait()
+		assert.ErrorIs(t, first.Resume(), continuation.ErrNotSuspended, "stale handle")
+		assert.ErrorIs(t, first.Complete(), continuation.ErrNotSuspended, "stale handle")
+		assert.True(t, second.Continuation().IsSuspended(), "the later suspension is untouched")
+		assert.Same(t, first.Continuation(), second.Continuation())
+		require.NoError(t, second.Resume())
+		assert.Equal(t, "RESUMED", cl.wait().Body.String())
+		assert.ErrorIs(t, second.Resume(), continuation.ErrCompleted)
+	})
+}
+
+// IsSuspended, IsResumed and IsExpired through the phases of §2.4.
+func TestFlagsByPhase(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		type flags struct{ initial, suspended, resumed, expired bool }
+		read := func(c *continuation.Continuation) flags {
+			return flags{c.IsInitial(), c.IsSuspended(), c.IsResumed(), c.IsExpired()}
+		}
+		seen := map[string]flags{}
+		cs := make(chan *continuation.Continuation, 1)
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			switch {
+			case c.IsInitial():
+				seen["initial, before Suspend"] = read(c)
+				require.NoError(t, c.Suspend())
+				seen["initial, after Suspend"] = read(c)
+				c.SetTimeout(10 * time.Millisecond)
+				cs <- c
+			case c.IsResumed():
+				seen["redispatch by Resume"] = read(c)
+				require.NoError(t, c.Suspend())
+				seen["redispatch, after Suspend"] = read(c)
+			case c.IsExpired():
+				seen["redispatch by expiry"] = read(c)
+			}
+		}))
+		cl := get(d, "/")
+		c := <-cs
+		synctest.Wait()
+		seen["waiting"] = read(c)
+		require.NoError(t, c.Resume())
+		cl.wait()
+		assert.Equal(t, map[string]flags{
+			"initial, before Suspend":   {true, false, false, false},
+			"initial, after Suspend":    {true, true, false, false},
+			"waiting":                   {false, true, false, false},
+			"redispatch by Resume":      {false, false, true, false},
+			"redispatch, after Suspend": {false, true, false, false},
+			"redispatch by expiry":      {false, false, false, true},
+		}, seen)
+	})
+}
+
+// A timeout of 0 never expires; the request waits until resumed.
+func TestZeroTimeoutNeverExpires(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cs := make(chan *continuation.Continuation, 1)
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			if c.IsInitial() {
+				require.NoError(t, c.Suspend())
+				cs <- c
+				return
+			}
+			assert.False(t, c.IsExpired())
+		}), continuation.WithDefaultTimeout(0))
+		cl := get(d, "/")
+		c := <-cs
+		time.Sleep(24 * time.Hour)
+		assert.False(t, cl.finished())
+		require.NoError(t, c.Resume())
+		cl.wait()
+		assert.Equal(t, 24*time.Hour, cl.elapsed())
+	})
+}
+
+// The default timeout is 30 s, as in Jetty.
+func TestDefaultTimeoutIs30s(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			if c.IsInitial() {
+				require.NoError(t, c.Suspend())
+			}
+		}))
+		cl := get(d, "/")
+		cl.wait()
+		assert.Equal(t, 30*time.Second, cl.elapsed())
+	})
+}
+
+// Several suspend cycles on one request, each writing and flushing, as a
+// stream does; the client sees each chunk as it is flushed.
+func TestStreamingCycles(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cs := make(chan *continuation.Continuation, 1)
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			if !c.IsInitial() {
+				n, _ := c.Attribute("n").(int)
+				io.WriteString(w, strings.Repeat("x", n+1)+"\n")
+				require.NoError(t, http.NewResponseController(w).Flush())
+				if n == 2 {
+					return
+				}
+				c.SetAttribute("n", n+1)
+			}
+			require.NoError(t, c.Suspend())
+			cs <- c
+		}))
+		cl := get(d, "/")
+		for want := range []string{"", "x\n", "x\nxx\n"} {
+			c := <-cs
+			synctest.Wait()
+			assert.Equal(t, []string{"", "x\n", "x\nxx\n"}[want], cl.rec.Body.String())
+			assert.True(t, cl.rec.Flushed || want == 0)
+			require.NoError(t, c.Resume())
+		}
+		assert.Equal(t, "x\nxx\nxxx\n", cl.wait().Body.String())
+	})
+}
