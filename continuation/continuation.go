@@ -23,22 +23,22 @@ type Continuation struct {
 	ctx requestContext
 	rw  responseWriter
 
-	mu          sync.Mutex
-	phase       phase
-	decision    decision // how the current suspension ends, once decided
-	initial     bool
-	resumed     bool
-	expired     bool
-	cycle       uint64 // count of successful Suspend calls; names a suspension
+	mu       sync.Mutex
+	phase    phase
+	decision decision // how the current suspension ends, once decided
+	initial  bool
+	resumed  bool
+	expired  bool
+	cycle    uint64 // count of successful Suspend calls; names a suspension
 	// listenerGoroutine runs the OnTimeout listeners of an expiring
 	// suspension, the only goroutine allowed to Resume or Complete it.
 	listenerGoroutine uint64
-	timeout     time.Duration
-	suspendedAt time.Time
-	attrs       map[string]any
-	listeners   []Listener
-	done        chan struct{} // made on the first call to Done
-	doneClosed  bool
+	timeout           time.Duration
+	suspendedAt       time.Time
+	attrs             map[string]any
+	listeners         []Listener
+	done              chan struct{} // made on the first call to Done
+	doneClosed        bool
 
 	// sig carries one wake-up to the request's goroutine: the end of a
 	// suspension decided elsewhere (Resume, Complete), or a pool slot handed

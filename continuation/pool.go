@@ -9,19 +9,24 @@ import "sync"
 //
 // Requests that find every slot taken wait in one of two FIFO queues: new
 // requests (bounded by the queue size, beyond which they are refused) and
-// redispatches of admitted requests (never refused). When both queues hold
-// waiters a freed slot goes to them in turn, so a broadcast that resumes
-// thousands of requests does not starve the re-polls it provokes, and a
-// flood of new requests does not starve redispatches.
+// redispatches of admitted requests (never refused). A freed slot is handed
+// straight to a waiter, new requests first (see freshBurst).
 type pool struct {
-	mu         sync.Mutex
-	free       int
-	maxWaiting int // new requests allowed to wait
-	fresh      waitQueue
-	again      waitQueue
-	freshTurn  bool // when both queues wait, whose turn the next slot is
-	queueGauge gaugeAdder
+	mu          sync.Mutex
+	free        int
+	maxWaiting  int // new requests allowed to wait
+	fresh       waitQueue
+	again       waitQueue
+	freshStreak int // slots given to new requests in a row while redispatches waited
+	queueGauge  gaugeAdder
 }
+
+// freshBurst is how many slots in a row new requests may take while
+// redispatches wait: new requests go first, so the re-polls that follow a
+// broadcast do not pile up behind it and overflow the queue, but at least
+// one slot in four still goes to a redispatch, so a flood of new requests
+// cannot starve admitted ones.
+const freshBurst = 3
 
 type gaugeAdder interface{ Add(float64) }
 
@@ -51,11 +56,11 @@ func (p *pool) acquireNew(c *Continuation, stop, shutdown <-chan struct{}) acqui
 		p.mu.Unlock()
 		return queueFull
 	}
+	sig := c.signalChan()
 	p.fresh.push(c)
 	p.mu.Unlock()
 	p.queueGauge.Add(1)
 
-	sig := c.signalChan()
 	select {
 	case <-sig:
 		return acquired
@@ -86,10 +91,11 @@ func (p *pool) acquireAgain(c *Continuation) {
 		p.mu.Unlock()
 		return
 	}
+	sig := c.signalChan()
 	p.again.push(c)
 	p.mu.Unlock()
 	p.queueGauge.Add(1)
-	<-c.signalChan()
+	<-sig
 }
 
 // release frees the caller's slot, handing it straight to a waiter if any.
@@ -97,12 +103,12 @@ func (p *pool) release() {
 	p.mu.Lock()
 	var next *Continuation
 	switch {
-	case p.fresh.len > 0 && (p.again.len == 0 || p.freshTurn):
+	case p.fresh.len > 0 && (p.again.len == 0 || p.freshStreak < freshBurst):
 		next = p.fresh.pop()
-		p.freshTurn = false
+		p.freshStreak++
 	case p.again.len > 0:
 		next = p.again.pop()
-		p.freshTurn = true
+		p.freshStreak = 0
 	default:
 		p.free++
 	}

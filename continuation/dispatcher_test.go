@@ -1,0 +1,333 @@
+package continuation_test
+
+// Admission, overload, shutdown and metrics.
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cometkit/cometkit/continuation"
+)
+
+// blockingHandler holds its dispatch until release is closed, so tests can
+// fill the pool.
+func blockingHandler(entered chan<- struct{}, release <-chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		io.WriteString(w, "ok")
+	})
+}
+
+// A new request that finds the pool and its queue full gets 503 with
+// Retry-After; once the pool frees up the Dispatcher serves again.
+func TestPoolAndQueueFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := prometheus.NewPedanticRegistry()
+		entered := make(chan struct{}, 10)
+		release := make(chan struct{})
+		d := continuation.NewDispatcher(blockingHandler(entered, release),
+			continuation.WithWorkers(1), continuation.WithQueueSize(1),
+			continuation.WithMetrics(reg), continuation.WithLogger(discardLogger()))
+		running := get(d, "/")
+		<-entered
+		queued := get(d, "/")
+		synctest.Wait()
+		assert.Equal(t, 1.0, gaugeValue(t, reg, "cometkit_dispatch_queue_length"))
+		refused := get(d, "/").wait()
+		assert.Equal(t, http.StatusServiceUnavailable, refused.Code)
+		assert.Equal(t, "1", refused.Header().Get("Retry-After"))
+		assert.Equal(t, "text/plain; charset=utf-8", refused.Header().Get("Content-Type"))
+		assert.Equal(t, "server overloaded\n", refused.Body.String())
+		assert.Equal(t, 1.0, gaugeValue(t, reg, "cometkit_requests_rejected_total"))
+
+		close(release)
+		assert.Equal(t, "ok", running.wait().Body.String())
+		<-entered
+		assert.Equal(t, "ok", queued.wait().Body.String())
+		assert.Equal(t, 0.0, gaugeValue(t, reg, "cometkit_dispatch_queue_length"))
+		go func() { <-entered }()
+		assert.Equal(t, http.StatusOK, get(d, "/").wait().Code, "recovered after the overload")
+	})
+}
+
+// A queued new request whose client goes away leaves the queue and takes
+// no slot.
+func TestQueuedClientGoesAway(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		entered := make(chan struct{}, 10)
+		release := make(chan struct{})
+		var calls atomic.Int32
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			calls.Add(1)
+			blockingHandler(entered, release).ServeHTTP(w, r)
+		}), continuation.WithWorkers(1), continuation.WithQueueSize(1))
+		running := get(d, "/")
+		<-entered
+		gone := get(d, "/")
+		synctest.Wait()
+		gone.cancel()
+		gone.wait()
+		// The queue has room again.
+		queued := get(d, "/")
+		synctest.Wait()
+		close(release)
+		running.wait()
+		<-entered
+		queued.wait()
+		assert.Equal(t, int32(2), calls.Load(), "the abandoned request was never dispatched")
+	})
+}
+
+// A redispatch is never refused, even with no queue at all: the requests
+// were admitted, and their wakers are owed a dispatch. A new request that
+// arrives meanwhile is refused, because new requests do count.
+func TestRedispatchIsNeverRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n = 50
+		cs := make(chan *continuation.Continuation, n)
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			if c.IsInitial() {
+				require.NoError(t, c.Suspend())
+				cs <- c
+				return
+			}
+			time.Sleep(time.Millisecond) // keep the single worker busy
+			io.WriteString(w, "RESUMED")
+		}), continuation.WithWorkers(1), continuation.WithQueueSize(0), continuation.WithLogger(discardLogger()))
+		var calls []*call
+		var all []*continuation.Continuation
+		for range n {
+			calls = append(calls, get(d, "/"))
+			all = append(all, <-cs) // admitted one at a time: there is no queue
+			synctest.Wait()
+		}
+		for _, c := range all {
+			require.NoError(t, c.Resume())
+		}
+		synctest.Wait() // one redispatch runs, the rest wait for the worker
+		assert.Equal(t, http.StatusServiceUnavailable, get(d, "/").wait().Code)
+		for _, cl := range calls {
+			assert.Equal(t, "RESUMED", cl.wait().Body.String())
+		}
+	})
+}
+
+// After a broadcast resumes 20,000 requests at once, the re-polls that
+// follow are not refused with the default pool and queue: redispatches do
+// not count against the queue, and new requests go first when both wait.
+func TestBroadcastThenRepollNotRefused(t *testing.T) {
+	const n = 20000
+	cs := make(chan *continuation.Continuation, n)
+	var refused atomic.Int32
+	d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := continuation.FromRequest(r)
+		if c.IsInitial() && r.URL.Query().Get("repoll") == "" {
+			require.NoError(t, c.Suspend())
+			cs <- c
+			return
+		}
+		io.WriteString(w, "ok")
+	}), continuation.WithLogger(discardLogger()))
+	done := make(chan struct{}, n)
+	all := make([]*continuation.Continuation, 0, n)
+	for range n { // the clients arrive one by one and wait
+		go func() {
+			if get(d, "/").wait().Code != http.StatusOK {
+				refused.Add(1)
+			}
+			// The client re-polls as soon as it has its message.
+			if get(d, "/?repoll=1").wait().Code != http.StatusOK {
+				refused.Add(1)
+			}
+			done <- struct{}{}
+		}()
+		all = append(all, <-cs)
+	}
+	for _, c := range all { // the broadcast
+		require.NoError(t, c.Resume())
+	}
+	for range n {
+		<-done
+	}
+	assert.Zero(t, refused.Load(), "requests refused with 503")
+}
+
+// WithMaxSuspended: Suspend beyond it returns ErrOverloaded; the slot frees
+// when a suspension ends.
+func TestMaxSuspended(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cs := make(chan *continuation.Continuation, 3)
+		errs := make(chan error, 3)
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			if !c.IsInitial() {
+				return
+			}
+			err := c.Suspend()
+			errs <- err
+			if err != nil {
+				w.Header().Set("Retry-After", "1")
+				http.Error(w, "too many waiting clients", http.StatusServiceUnavailable)
+				return
+			}
+			cs <- c
+		}), continuation.WithMaxSuspended(2))
+		a, b := get(d, "/"), get(d, "/")
+		require.NoError(t, <-errs)
+		require.NoError(t, <-errs)
+		over := get(d, "/")
+		assert.ErrorIs(t, <-errs, continuation.ErrOverloaded)
+		assert.Equal(t, http.StatusServiceUnavailable, over.wait().Code)
+		assert.Equal(t, 2, d.Suspended())
+		require.NoError(t, (<-cs).Resume())
+		a.wait()
+		_ = b
+		get(d, "/")
+		require.NoError(t, <-errs, "a slot freed when a suspension ended")
+		require.NoError(t, d.Shutdown(t.Context()))
+	})
+}
+
+// Shutdown: every suspended request is expired and answered, Suspend fails
+// with ErrShutdown, new requests get 503, and Shutdown returns once all
+// requests have finished.
+func TestShutdown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var timeouts atomic.Int32
+		suspendErr := make(chan error, 3)
+		cs := make(chan *continuation.Continuation, 3)
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			if c.IsInitial() {
+				c.AddListener(continuation.ListenerFuncs{Timeout: func(*continuation.Continuation) { timeouts.Add(1) }})
+				require.NoError(t, c.Suspend())
+				cs <- c
+				return
+			}
+			if c.IsExpired() {
+				suspendErr <- c.Suspend() // a handler that tries to wait on
+				io.WriteString(w, "bye")
+			}
+		}), continuation.WithDefaultTimeout(0), continuation.WithLogger(discardLogger()))
+		var calls []*call
+		for range 3 {
+			calls = append(calls, get(d, "/"))
+			<-cs
+		}
+		synctest.Wait()
+		start := time.Now()
+		require.NoError(t, d.Shutdown(t.Context()))
+		assert.Zero(t, time.Since(start), "Shutdown waited for nothing but the answers")
+		for _, cl := range calls {
+			assert.Equal(t, "bye", cl.wait().Body.String())
+		}
+		assert.Equal(t, int32(3), timeouts.Load())
+		for range 3 {
+			assert.ErrorIs(t, <-suspendErr, continuation.ErrShutdown)
+		}
+		late := get(d, "/").wait()
+		assert.Equal(t, http.StatusServiceUnavailable, late.Code)
+		assert.Equal(t, "1", late.Header().Get("Retry-After"))
+		assert.NoError(t, d.Shutdown(t.Context()), "a second Shutdown returns at once")
+	})
+}
+
+// Shutdown returns the context's error when requests outlast it, and
+// succeeds once they finish.
+func TestShutdownDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		entered := make(chan struct{}, 1)
+		release := make(chan struct{})
+		d := continuation.NewDispatcher(blockingHandler(entered, release))
+		cl := get(d, "/")
+		<-entered
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		assert.ErrorIs(t, d.Shutdown(ctx), context.DeadlineExceeded)
+		close(release)
+		cl.wait()
+		assert.NoError(t, d.Shutdown(t.Context()))
+	})
+}
+
+// The contract's metric names, on the caller's registry only; two
+// Dispatchers share one registry.
+func TestMetrics(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := prometheus.NewPedanticRegistry()
+		s := &suspendServlet{}
+		d1 := continuation.NewDispatcher(s, continuation.WithMetrics(reg))
+		d2 := continuation.NewDispatcher(s, continuation.WithMetrics(reg))
+		get(d1, "/?suspend=10").wait()            // initial + expired
+		get(d2, "/?suspend=100&resume=10").wait() // initial + resumed
+		get(d2, "/").wait()                       // initial
+		cl := get(d1, "/?suspend=0")              // stays suspended
+		synctest.Wait()
+		assert.Equal(t, 1.0, gaugeValue(t, reg, "cometkit_continuations_suspended"))
+		problems, err := testutil.GatherAndLint(reg)
+		require.NoError(t, err)
+		assert.Empty(t, problems)
+		assert.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP cometkit_dispatches_total Dispatches of the handler, by cause.
+# TYPE cometkit_dispatches_total counter
+cometkit_dispatches_total{kind="expired"} 1
+cometkit_dispatches_total{kind="initial"} 4
+cometkit_dispatches_total{kind="resumed"} 1
+`), "cometkit_dispatches_total"))
+		require.NoError(t, d1.Shutdown(t.Context()))
+		cl.wait()
+		assert.Equal(t, 0.0, gaugeValue(t, reg, "cometkit_continuations_suspended"))
+		assert.Equal(t, uint64(3), histogramCount(t, reg, "cometkit_suspend_duration_seconds"))
+
+		// Nothing lands on the global registry.
+		families, err := prometheus.DefaultGatherer.Gather()
+		require.NoError(t, err)
+		for _, f := range families {
+			assert.False(t, strings.HasPrefix(f.GetName(), "cometkit_"), f.GetName())
+		}
+	})
+}
+
+func gaugeValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		var sum float64
+		for _, m := range f.GetMetric() {
+			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+		return sum
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
+}
+
+func histogramCount(t *testing.T, reg prometheus.Gatherer, name string) uint64 {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() == name {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
+}
