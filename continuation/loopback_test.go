@@ -1,0 +1,193 @@
+package continuation_test
+
+// Real sockets on loopback: thousands of parked requests over HTTP/1.1 and
+// over cleartext HTTP/2, disconnect detection, and the goroutine count
+// returning to its baseline afterwards.
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cometkit/cometkit/continuation"
+)
+
+// waiters is the smallest event source: suspended continuations in a
+// synchronized list, all resumed with one message.
+type waiters struct {
+	mu   sync.Mutex
+	list []continuation.Handle
+}
+
+func (ws *waiters) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c := continuation.FromRequest(r)
+	if msg, ok := c.Attribute("msg").(string); ok {
+		io.WriteString(w, msg)
+		return
+	}
+	if c.IsExpired() {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if err := c.Suspend(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	ws.mu.Lock()
+	ws.list = append(ws.list, c.Handle())
+	ws.mu.Unlock()
+}
+
+func (ws *waiters) broadcast(msg string) (resumed int) {
+	ws.mu.Lock()
+	list := ws.list
+	ws.list = nil
+	ws.mu.Unlock()
+	for _, h := range list {
+		h.Continuation().SetAttribute("msg", msg)
+		if h.Resume() == nil {
+			resumed++
+		}
+	}
+	return resumed
+}
+
+func (ws *waiters) len() int {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return len(ws.list)
+}
+
+func newLoopbackServer(t *testing.T, h http.Handler, h2c bool) (*httptest.Server, *http.Client) {
+	t.Helper()
+	ts := httptest.NewUnstartedServer(h)
+	tr := &http.Transport{MaxIdleConnsPerHost: 10000}
+	if h2c {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		ts.Config.Protocols = &p
+		tr.Protocols = &p
+	}
+	ts.Start()
+	return ts, &http.Client{Transport: tr}
+}
+
+func closeLoopback(ts *httptest.Server, client *http.Client) {
+	client.CloseIdleConnections()
+	ts.Close()
+}
+
+var wireProto = map[string]string{"HTTP/1.1": "HTTP/1.1", "h2c": "HTTP/2.0"}
+
+// 5,000 requests parked at once, all resumed and answered; afterwards the
+// process has no more goroutines than before.
+func TestManyParkedRequests(t *testing.T) {
+	for _, proto := range []string{"HTTP/1.1", "h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			const n = 5000
+			baseline := runtime.NumGoroutine()
+			ws := &waiters{}
+			d := continuation.NewDispatcher(ws, continuation.WithDefaultTimeout(0))
+			ts, client := newLoopbackServer(t, d, proto == "h2c")
+
+			var wg sync.WaitGroup
+			bodies := make(chan string, n)
+			for range n {
+				wg.Go(func() {
+					resp, err := client.Get(ts.URL)
+					if !assert.NoError(t, err) {
+						return
+					}
+					defer resp.Body.Close()
+					assert.Equal(t, wireProto[proto], resp.Proto)
+					b, _ := io.ReadAll(resp.Body)
+					bodies <- string(b)
+				})
+			}
+			require.Eventually(t, func() bool { return ws.len() == n }, time.Minute, 10*time.Millisecond,
+				"requests suspended: %d of %d", ws.len(), n)
+			assert.Equal(t, n, d.Suspended())
+			assert.Equal(t, n, ws.broadcast("hello"))
+			wg.Wait()
+			close(bodies)
+			got := 0
+			for b := range bodies {
+				assert.Equal(t, "hello", b)
+				got++
+			}
+			assert.Equal(t, n, got)
+
+			require.NoError(t, d.Shutdown(t.Context()))
+			closeLoopback(ts, client)
+			requireGoroutinesBackTo(t, baseline)
+		})
+	}
+}
+
+// A client that goes away while its request is parked ends the request:
+// over HTTP/1.1 too, even when the handler left a small request body
+// unread (the Dispatcher drains it so that net/http can notice).
+func TestDisconnectDetectedOverLoopback(t *testing.T) {
+	for _, proto := range []string{"HTTP/1.1", "h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			completed := make(chan struct{})
+			parked := make(chan struct{})
+			d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c := continuation.FromRequest(r)
+				if !c.IsInitial() {
+					t.Error("redispatched after the client went away")
+					return
+				}
+				c.AddListener(continuation.ListenerFuncs{Complete: func(*continuation.Continuation) { close(completed) }})
+				require.NoError(t, c.Suspend())
+				close(parked)
+			}), continuation.WithDefaultTimeout(0))
+			ts, client := newLoopbackServer(t, d, proto == "h2c")
+			defer closeLoopback(ts, client)
+			defer d.Shutdown(context.Background()) // first: answers anything still parked
+
+			ctx, cancel := context.WithCancel(t.Context())
+			errc := make(chan error, 1)
+			go func() {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL, strings.NewReader("message=unread"))
+				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				resp, err := client.Do(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+				errc <- err
+			}()
+			<-parked
+			cancel()
+			assert.ErrorIs(t, <-errc, context.Canceled)
+			select {
+			case <-completed:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the server did not notice the client went away")
+			}
+			assert.Zero(t, d.Suspended())
+		})
+	}
+}
+
+// requireGoroutinesBackTo waits, polling from the test goroutine itself,
+// for the goroutine count to fall back to baseline.
+func requireGoroutinesBackTo(t *testing.T, baseline int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for runtime.NumGoroutine() > baseline {
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines: %d, baseline %d", runtime.NumGoroutine(), baseline)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
