@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 )
@@ -35,7 +36,8 @@ type Continuation struct {
 	listenerGoroutine uint64
 	timeout           time.Duration
 	suspendedAt       time.Time
-	attrs             map[string]any
+	deadline          time.Time // when the waiting suspension expires; zero: never
+	attrs             []attribute
 	listeners         []Listener
 	done              chan struct{} // made on the first call to Done
 	doneClosed        bool
@@ -48,7 +50,7 @@ type Continuation struct {
 	sig chan struct{}
 
 	// Owned by the request's goroutine; no lock.
-	timer       *time.Timer // reused across suspensions
+	timer       *time.Timer // calls onTimer; reused across suspensions
 	bodyDrained bool
 
 	// Links in the pool's wait queues, guarded by pool.mu.
@@ -321,29 +323,44 @@ func (c *Continuation) decide(d decision, cycle uint64, checkCycle bool) error {
 	return nil
 }
 
+// A request carries a handful of attributes at most; a slice of them is a
+// fraction of a map's size and as quick to search at that length.
+type attribute struct {
+	key   string
+	value any
+}
+
 // SetAttribute stores v under key for the rest of the request, visible to
 // every later dispatch: the way to hand an event's data to the redispatch.
 func (c *Continuation) SetAttribute(key string, v any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.attrs == nil {
-		c.attrs = make(map[string]any)
+	for i := range c.attrs {
+		if c.attrs[i].key == key {
+			c.attrs[i].value = v
+			return
+		}
 	}
-	c.attrs[key] = v
+	c.attrs = append(c.attrs, attribute{key, v})
 }
 
 // Attribute returns the value stored under key, or nil.
 func (c *Continuation) Attribute(key string) any {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.attrs[key]
+	for _, a := range c.attrs {
+		if a.key == key {
+			return a.value
+		}
+	}
+	return nil
 }
 
 // RemoveAttribute deletes the value stored under key.
 func (c *Continuation) RemoveAttribute(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.attrs, key)
+	c.attrs = slices.DeleteFunc(c.attrs, func(a attribute) bool { return a.key == key })
 }
 
 // AddListener registers l for the rest of the request. It may be called at
@@ -428,6 +445,10 @@ func (c *Continuation) returned() (step, time.Duration) {
 	}
 	c.signalChan() // before anyone can see the suspended phase and signal
 	c.phase = suspended
+	c.deadline = time.Time{}
+	if c.timeout > 0 {
+		c.deadline = time.Now().Add(c.timeout)
+	}
 	return stepPark, c.timeout
 }
 
@@ -462,22 +483,24 @@ const (
 const drainLimit = 64 << 10
 
 // park blocks the request goroutine until the suspension ends, and says
-// how. It holds no worker; the only cost is this goroutine and, when the
-// suspension has a timeout, one runtime timer reused across suspensions.
+// how. It holds no worker; the only cost is this goroutine, blocked on
+// c.sig, and, when the suspension has a timeout, one runtime timer reused
+// across suspensions, which starts a goroutine only if it fires.
 func (c *Continuation) park(timeout time.Duration) outcome {
-	if !c.bodyDrained {
-		n, _ := io.CopyN(io.Discard, c.req.Body, drainLimit+1)
-		c.bodyDrained = n <= drainLimit
-	}
-	var expiry <-chan time.Time
 	if timeout > 0 {
 		if c.timer == nil {
-			c.timer = time.NewTimer(timeout)
+			c.timer = time.AfterFunc(timeout, c.onTimer)
 		} else {
 			c.timer.Reset(timeout)
 		}
-		expiry = c.timer.C
 		defer c.timer.Stop()
+	}
+	if !c.bodyDrained {
+		c.bodyDrained = c.req.Body == http.NoBody
+		if !c.bodyDrained {
+			n, _ := io.CopyN(io.Discard, c.req.Body, drainLimit+1)
+			c.bodyDrained = n <= drainLimit
+		}
 	}
 	gone := c.ctx.Context.Done()
 	shutdown := c.d.shutdownCh
@@ -487,17 +510,14 @@ func (c *Continuation) park(timeout time.Duration) outcome {
 		select {
 		case <-c.sig:
 			c.mu.Lock()
-			d := c.decision
-			c.mu.Unlock()
-			if d == completeDecided {
+			defer c.mu.Unlock()
+			switch {
+			case c.expired:
+				return outExpired
+			case c.decision == completeDecided:
 				return outCompleted
 			}
 			return outResumed
-		case <-expiry:
-			expiry = nil
-			if c.tryEnd(expiring) {
-				return outExpired
-			}
 		case <-shutdown:
 			shutdown = nil
 			if c.tryEnd(expiring) {
@@ -512,7 +532,21 @@ func (c *Continuation) park(timeout time.Duration) outcome {
 	}
 }
 
-// tryEnd ends the suspension from the request goroutine (expiry, shutdown,
+// onTimer expires the waiting suspension when its deadline has come. The
+// timer is shared by all of a request's suspensions, so a firing that is
+// late for an earlier suspension can land in a later one: the deadline
+// tells them apart.
+func (c *Continuation) onTimer() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.phase != suspended || c.deadline.IsZero() || time.Now().Before(c.deadline) {
+		return
+	}
+	c.endLocked(expiring)
+	c.sig <- struct{}{}
+}
+
+// tryEnd ends the suspension from the request goroutine (shutdown,
 // disconnect) if nothing else ended it first.
 func (c *Continuation) tryEnd(next phase) bool {
 	c.mu.Lock()
@@ -520,6 +554,13 @@ func (c *Continuation) tryEnd(next phase) bool {
 	if c.phase != suspended {
 		return false
 	}
+	c.endLocked(next)
+	return true
+}
+
+// endLocked ends a waiting suspension with an expiry (next == expiring) or
+// a disconnect (next == woken).
+func (c *Continuation) endLocked(next phase) {
 	c.phase = next
 	if next == expiring {
 		c.expired = true
@@ -528,7 +569,6 @@ func (c *Continuation) tryEnd(next phase) bool {
 		}
 	}
 	c.endSuspensionLocked()
-	return true
 }
 
 // expire runs the OnTimeout listeners of an expired suspension and says

@@ -24,8 +24,9 @@ import (
 // waiters is the smallest event source: suspended continuations in a
 // synchronized list, all resumed with one message.
 type waiters struct {
-	mu   sync.Mutex
-	list []continuation.Handle
+	mu     sync.Mutex
+	list   []continuation.Handle
+	parked chan struct{} // if set, one token per request that starts waiting
 }
 
 func (ws *waiters) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -45,7 +46,12 @@ func (ws *waiters) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws.mu.Lock()
 	ws.list = append(ws.list, c.Handle())
 	ws.mu.Unlock()
+	if ws.parked != nil {
+		ws.parked <- struct{}{}
+	}
 }
+
+func (ws *waiters) waitParked() { <-ws.parked }
 
 func (ws *waiters) broadcast(msg string) (resumed int) {
 	ws.mu.Lock()
