@@ -1,0 +1,73 @@
+// Command longpoll is the classic Comet pair as a runnable server, built on
+// cometkit's continuations: GET /subscribe waits for the next message and
+// answers it as text/plain (204 if none comes before the timeout);
+// POST /publish with form field message (or GET /publish?message=...) wakes
+// every waiting subscriber and answers "ok".
+//
+//	go run ./examples/longpoll -addr :8080
+//	curl localhost:8080/subscribe &
+//	curl -d message=hello localhost:8080/publish
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/cometkit/cometkit/continuation"
+)
+
+func main() {
+	addr := flag.String("addr", ":8080", "listen address")
+	workers := flag.Int("workers", 0, "dispatch workers (0: the default, 256 per CPU)")
+	timeout := flag.Duration("timeout", 25*time.Second, "how long a subscriber waits (proxies often cut at 30s)")
+	drain := flag.Duration("drain", 10*time.Second, "how long shutdown waits for requests to finish")
+	flag.Parse()
+
+	if err := run(*addr, *workers, *timeout, *drain); err != nil {
+		slog.Error("longpoll", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(addr string, workers int, timeout, drain time.Duration) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	d := continuation.NewDispatcher(newServer().routes(),
+		continuation.WithWorkers(workers), continuation.WithDefaultTimeout(timeout))
+	srv := &http.Server{
+		Addr:              addr,
+		Handler:           d,
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	// http.Server.Shutdown does not wake parked requests; the Dispatcher does.
+	srv.RegisterOnShutdown(func() { _ = d.Shutdown(context.Background()) })
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	slog.Info("longpoll listening", "addr", addr)
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	slog.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		srv.Close()
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
