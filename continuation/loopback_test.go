@@ -7,11 +7,13 @@ package continuation_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +32,9 @@ type waiters struct {
 }
 
 func (ws *waiters) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		return // a probe, answered at once
+	}
 	c := continuation.FromRequest(r)
 	if msg, ok := c.Attribute("msg").(string); ok {
 		io.WriteString(w, msg)
@@ -73,18 +78,45 @@ func (ws *waiters) len() int {
 	return len(ws.list)
 }
 
-func newLoopbackServer(t *testing.T, h http.Handler, h2c bool) (*httptest.Server, *http.Client) {
+// newLoopbackServer starts h on loopback, counting new connections in conns
+// if it is not nil.
+func newLoopbackServer(t *testing.T, h http.Handler, h2c bool, conns *atomic.Int32) (*httptest.Server, *http.Client) {
 	t.Helper()
 	ts := httptest.NewUnstartedServer(h)
+	if conns != nil {
+		ts.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+			if state == http.StateNew {
+				conns.Add(1)
+			}
+		}
+	}
 	tr := &http.Transport{MaxIdleConnsPerHost: 10000}
 	if h2c {
 		var p http.Protocols
 		p.SetUnencryptedHTTP2(true)
 		ts.Config.Protocols = &p
 		tr.Protocols = &p
+		// Up to 1,000 parked streams per connection.
+		ts.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 1000}
 	}
 	ts.Start()
 	return ts, &http.Client{Transport: tr}
+}
+
+// h2cClients returns k clients that each keep to one h2c connection, so
+// that each connection carries many parked requests: a Transport left to
+// itself dials a new connection for every request that finds none ready.
+func h2cClients(k int) []*http.Client {
+	clients := make([]*http.Client, k)
+	for i := range clients {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		clients[i] = &http.Client{Transport: &http.Transport{
+			Protocols: &p,
+			HTTP2:     &http.HTTP2Config{StrictMaxConcurrentRequests: true},
+		}}
+	}
+	return clients
 }
 
 func closeLoopback(ts *httptest.Server, client *http.Client) {
@@ -103,11 +135,22 @@ func TestManyParkedRequests(t *testing.T) {
 			baseline := runtime.NumGoroutine()
 			ws := &waiters{}
 			d := continuation.NewDispatcher(ws, continuation.WithDefaultTimeout(0))
-			ts, client := newLoopbackServer(t, d, proto == "h2c")
+			var conns atomic.Int32
+			ts, client := newLoopbackServer(t, d, proto == "h2c", &conns)
 
+			clients := []*http.Client{client}
+			if proto == "h2c" {
+				clients = h2cClients(10)
+				for _, c := range clients { // each opens its connection now
+					resp, err := c.Head(ts.URL)
+					require.NoError(t, err)
+					resp.Body.Close()
+				}
+			}
 			var wg sync.WaitGroup
 			bodies := make(chan string, n)
-			for range n {
+			for i := range n {
+				client := clients[i%len(clients)]
 				wg.Go(func() {
 					resp, err := client.Get(ts.URL)
 					if !assert.NoError(t, err) {
@@ -122,6 +165,12 @@ func TestManyParkedRequests(t *testing.T) {
 			require.Eventually(t, func() bool { return ws.len() == n }, time.Minute, 10*time.Millisecond,
 				"requests suspended: %d of %d", ws.len(), n)
 			assert.Equal(t, n, d.Suspended())
+			if proto == "h2c" {
+				// Many parked requests share each connection.
+				assert.Equal(t, len(clients), int(conns.Load()), "connections")
+			} else {
+				assert.Equal(t, n, int(conns.Load()), "connections")
+			}
 			assert.Equal(t, n, ws.broadcast("hello"))
 			wg.Wait()
 			close(bodies)
@@ -133,6 +182,9 @@ func TestManyParkedRequests(t *testing.T) {
 			assert.Equal(t, n, got)
 
 			require.NoError(t, d.Shutdown(t.Context()))
+			for _, c := range clients {
+				c.CloseIdleConnections()
+			}
 			closeLoopback(ts, client)
 			requireGoroutinesBackTo(t, baseline)
 		})
@@ -157,7 +209,7 @@ func TestDisconnectDetectedOverLoopback(t *testing.T) {
 				require.NoError(t, c.Suspend())
 				close(parked)
 			}), continuation.WithDefaultTimeout(0))
-			ts, client := newLoopbackServer(t, d, proto == "h2c")
+			ts, client := newLoopbackServer(t, d, proto == "h2c", nil)
 			defer closeLoopback(ts, client)
 			defer d.Shutdown(context.Background()) // first: answers anything still parked
 
