@@ -43,18 +43,27 @@ type Continuation struct {
 	doneClosed        bool
 
 	// sig carries one wake-up to the request's goroutine: the end of a
-	// suspension decided elsewhere (Resume, Complete), or a pool slot handed
-	// over by the pool. The two never overlap: a request waiting for a slot
+	// suspension decided elsewhere (Resume, Complete, the timer), or a pool
+	// slot handed over by the pool. The two never overlap: a request waiting for a slot
 	// is not suspended. Made on first use; written by the request goroutine
 	// under mu or pool.mu before anyone else can see it.
 	sig chan struct{}
 
 	// Owned by the request's goroutine; no lock.
-	timer       *time.Timer // calls onTimer; reused across suspensions
+	//
+	// timer calls onTimer; one per request, reused across suspensions.
+	// BenchmarkTimers measured a coarse timing wheel against it: the wheel
+	// arms and cancels in 18 ns against 68, holds 58 B per waiting request
+	// against 130, and wakes 100,000 expiries in 0.20 s against 0.38. Each
+	// gap is small beside what a waiting request costs anyway (about 50 KB,
+	// and a round trip of several µs), and the wheel would need a goroutine
+	// of the Dispatcher's ticking for as long as anything waits, and round
+	// every timeout up to its tick; so the runtime's timer it is.
+	timer       *time.Timer
 	bodyDrained bool
 
 	// Links in the pool's wait queues, guarded by pool.mu.
-	waiting                bool
+	queued                 bool
 	prevWaiter, nextWaiter *Continuation
 }
 

@@ -68,7 +68,7 @@ func (p *pool) acquireNew(c *Continuation, stop, shutdown <-chan struct{}) acqui
 	case <-shutdown:
 	}
 	p.mu.Lock()
-	if c.waiting {
+	if c.queued {
 		p.fresh.remove(c)
 		p.mu.Unlock()
 		p.queueGauge.Add(-1)
@@ -128,7 +128,7 @@ type waitQueue struct {
 }
 
 func (q *waitQueue) push(c *Continuation) {
-	c.waiting = true
+	c.queued = true
 	c.prevWaiter, c.nextWaiter = q.tail, nil
 	if q.tail != nil {
 		q.tail.nextWaiter = c
@@ -157,6 +157,6 @@ func (q *waitQueue) remove(c *Continuation) {
 		q.tail = c.prevWaiter
 	}
 	c.prevWaiter, c.nextWaiter = nil, nil
-	c.waiting = false
+	c.queued = false
 	q.len--
 }
