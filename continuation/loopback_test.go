@@ -165,6 +165,13 @@ func TestManyParkedRequests(t *testing.T) {
 			require.Eventually(t, func() bool { return ws.len() == n }, time.Minute, 10*time.Millisecond,
 				"requests suspended: %d of %d", ws.len(), n)
 			assert.Equal(t, n, d.Suspended())
+			if proto == "HTTP/1.1" {
+				// Per parked request: net/http's two server goroutines and
+				// the client's three. A goroutine of ours per suspension
+				// (or per timer) would make it six.
+				perRequest := float64(runtime.NumGoroutine()-baseline) / n
+				assert.LessOrEqual(t, perRequest, 5.01, "goroutines per parked request")
+			}
 			if proto == "h2c" {
 				// Many parked requests share each connection.
 				assert.Equal(t, len(clients), int(conns.Load()), "connections")
