@@ -102,11 +102,28 @@ type Listener interface {
 	OnTimeout(c *Continuation)
 }
 
+// A DispatchListener is a Listener that is also told when each redispatch
+// begins, on the request's goroutine, before the handler runs. Event
+// sources use it to stop delivering to a request the moment its handler
+// starts reading what was delivered (package clientmgr does).
+type DispatchListener interface {
+	Listener
+	OnDispatch(c *Continuation)
+}
+
 // ListenerFuncs adapts plain functions to a Listener; nil fields are
 // skipped.
 type ListenerFuncs struct {
 	Complete func(c *Continuation)
 	Timeout  func(c *Continuation)
+	Dispatch func(c *Continuation)
+}
+
+// OnDispatch calls f.Dispatch if it is set.
+func (f ListenerFuncs) OnDispatch(c *Continuation) {
+	if f.Dispatch != nil {
+		f.Dispatch(c)
+	}
 }
 
 // OnComplete calls f.Complete if it is set.
@@ -418,10 +435,21 @@ func (c *Continuation) endSuspensionLocked() {
 	c.d.releaseSuspension(time.Since(c.suspendedAt))
 }
 
-func (c *Continuation) beginDispatch() {
+// beginDispatch marks a dispatch running and, for a redispatch, tells the
+// DispatchListeners first.
+func (c *Continuation) beginDispatch(redispatch bool) {
 	c.mu.Lock()
 	c.phase = running
+	ls := c.listeners
 	c.mu.Unlock()
+	if !redispatch {
+		return
+	}
+	for _, l := range ls {
+		if dl, ok := l.(DispatchListener); ok {
+			c.d.callListener(c, dl.OnDispatch, "OnDispatch")
+		}
+	}
 }
 
 // step is what the request goroutine does next.

@@ -116,7 +116,7 @@ func (d *Dispatcher) serve(c *Continuation) {
 	}()
 	kind := kindInitial
 	for {
-		c.beginDispatch()
+		c.beginDispatch(kind != kindInitial)
 		d.metrics.dispatches[kind].Inc()
 		if p, stack, ok := d.runHandler(c); !ok {
 			if d.recovered(c, p, stack) {

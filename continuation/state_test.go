@@ -417,3 +417,26 @@ func TestStreamingCycles(t *testing.T) {
 		assert.Equal(t, "x\nxx\nxxx\n", cl.wait().Body.String())
 	})
 }
+
+// A DispatchListener hears of every redispatch before the handler runs,
+// and of no initial dispatch.
+func TestDispatchListener(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var hist history
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			n, _ := c.Attribute("n").(int)
+			hist.add("dispatch")
+			if c.IsInitial() {
+				c.AddListener(continuation.ListenerFuncs{Dispatch: func(*continuation.Continuation) { hist.add("onDispatch") }})
+			}
+			if n < 2 {
+				c.SetAttribute("n", n+1)
+				require.NoError(t, c.Suspend())
+				require.NoError(t, c.Resume())
+			}
+		}))
+		get(d, "/").wait()
+		assert.Equal(t, []string{"dispatch", "onDispatch", "dispatch", "onDispatch", "dispatch"}, hist.get())
+	})
+}
