@@ -1,9 +1,9 @@
 package continuation
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cometkit/cometkit/internal/promreg"
 )
 
 // metrics are always built, so the hot path never checks for their absence;
@@ -42,11 +42,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 	if reg != nil {
 		var err error
-		suspended = register(reg, suspended, &err)
-		queueLength = register(reg, queueLength, &err)
-		rejected = register(reg, rejected, &err)
-		duration = register(reg, duration, &err)
-		dispatches = register(reg, dispatches, &err)
+		suspended = promreg.Register(reg, suspended, &err)
+		queueLength = promreg.Register(reg, queueLength, &err)
+		rejected = promreg.Register(reg, rejected, &err)
+		duration = promreg.Register(reg, duration, &err)
+		dispatches = promreg.Register(reg, dispatches, &err)
 		if err != nil {
 			return nil, err
 		}
@@ -61,23 +61,4 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.dispatches[k] = dispatches.WithLabelValues(k.String())
 	}
 	return m, nil
-}
-
-// register registers c on reg, or returns the collector already registered
-// under the same description, so that two Dispatchers on one registry share
-// their metrics. The first other error is kept in *errp.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C, errp *error) C {
-	err := reg.Register(c)
-	if err == nil {
-		return c
-	}
-	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	if *errp == nil {
-		*errp = err
-	}
-	return c
 }

@@ -1,0 +1,23 @@
+package clientmgr
+
+import "errors"
+
+// Errors returned by the Manager. Compare them with errors.Is.
+var (
+	// ErrInvalidTopic: the topic is empty, longer than MaxTopicLen bytes,
+	// not valid UTF-8, or has control characters.
+	ErrInvalidTopic = errors.New("clientmgr: invalid topic")
+
+	// ErrMessageTooLarge: Broadcast with more data than WithMaxMessageSize.
+	ErrMessageTooLarge = errors.New("clientmgr: message too large")
+
+	// ErrClosed: the Manager has been closed.
+	ErrClosed = errors.New("clientmgr: manager closed")
+
+	// ErrNotSuspended: Register with a continuation that is not suspended.
+	ErrNotSuspended = errors.New("clientmgr: continuation not suspended")
+
+	// ErrTooManyTopics: a new topic beyond WithMaxTopics. Existing topics
+	// keep working; idle topics are reclaimed (WithIdleTimeout).
+	ErrTooManyTopics = errors.New("clientmgr: too many topics")
+)

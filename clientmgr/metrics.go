@@ -1,0 +1,46 @@
+package clientmgr
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cometkit/cometkit/internal/promreg"
+)
+
+type metrics struct {
+	topics       prometheus.Gauge
+	registered   prometheus.Gauge
+	messages     prometheus.Counter
+	deliveries   prometheus.Counter
+	batchDropped prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		topics: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cometkit_clientmgr_topics", Help: "Topics alive.",
+		}),
+		registered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cometkit_clientmgr_registered", Help: "Registrations of continuations on topics.",
+		}),
+		messages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cometkit_clientmgr_messages_total", Help: "Messages broadcast through this node.",
+		}),
+		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cometkit_clientmgr_deliveries_total", Help: "Messages added to a registered continuation's batch.",
+		}),
+		batchDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cometkit_clientmgr_batch_dropped_total", Help: "Messages dropped from a full batch (WithMaxBatch); the client gets them again from the history.",
+		}),
+	}
+	if reg != nil {
+		var err error
+		m.topics = promreg.Register(reg, m.topics, &err)
+		m.registered = promreg.Register(reg, m.registered, &err)
+		m.messages = promreg.Register(reg, m.messages, &err)
+		m.deliveries = promreg.Register(reg, m.deliveries, &err)
+		m.batchDropped = promreg.Register(reg, m.batchDropped, &err)
+		// A clash with another collector leaves that metric unregistered;
+		// New has no error result, and the Manager works the same.
+	}
+	return m
+}
