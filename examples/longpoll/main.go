@@ -1,12 +1,16 @@
 // Command longpoll is the classic Comet pair as a runnable server, built on
-// cometkit's continuations: GET /subscribe waits for the next message and
-// answers it as text/plain (204 if none comes before the timeout);
-// POST /publish with form field message (or GET /publish?message=...) wakes
-// every waiting subscriber and answers "ok".
+// cometkit's servlet container, continuations and client manager:
+// GET /subscribe waits for the next message and answers it as text/plain
+// (204 if none comes before the timeout); GET /subscribe?since=N answers a
+// JSON array of every message after Seq N ([] on timeout), so a client that
+// re-polls with its last Seq misses nothing; POST /publish with form field
+// message (or GET /publish?message=...) wakes every waiting subscriber and
+// answers "ok".
 //
 //	go run ./examples/longpoll -addr :8080
 //	curl localhost:8080/subscribe &
 //	curl -d message=hello localhost:8080/publish
+//	curl 'localhost:8080/subscribe?since=0'
 package main
 
 import (
@@ -20,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/continuation"
 )
 
@@ -27,28 +32,34 @@ func main() {
 	addr := flag.String("addr", ":8080", "listen address")
 	workers := flag.Int("workers", 0, "dispatch workers (0: the default, 256 per CPU)")
 	timeout := flag.Duration("timeout", 25*time.Second, "how long a subscriber waits (proxies often cut at 30s)")
+	history := flag.Int("history", clientmgr.DefaultHistory, "messages kept for ?since= cursors")
 	drain := flag.Duration("drain", 10*time.Second, "how long shutdown waits for requests to finish")
 	flag.Parse()
 
-	if err := run(*addr, *workers, *timeout, *drain); err != nil {
+	if err := run(*addr, *workers, *history, *timeout, *drain); err != nil {
 		slog.Error("longpoll", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string, workers int, timeout, drain time.Duration) error {
+func run(addr string, workers, history int, timeout, drain time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	d := continuation.NewDispatcher(newServer().routes(),
-		continuation.WithWorkers(workers), continuation.WithDefaultTimeout(timeout))
+	mgr := clientmgr.New(clientmgr.WithHistory(history))
+	defer mgr.Close()
+	container, err := newContainer(mgr, continuation.WithWorkers(workers), continuation.WithDefaultTimeout(timeout))
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
 		Addr:              addr,
-		Handler:           d,
+		Handler:           container,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	// http.Server.Shutdown does not wake parked requests; the Dispatcher does.
-	srv.RegisterOnShutdown(func() { _ = d.Shutdown(context.Background()) })
+	// http.Server.Shutdown does not wake parked requests; the container's
+	// Dispatcher does.
+	srv.RegisterOnShutdown(func() { _ = container.Shutdown(context.Background()) })
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()

@@ -1,79 +1,109 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
-	"sync"
+	"strconv"
 	"unicode/utf8"
 
+	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/continuation"
+	"github.com/cometkit/cometkit/servlet"
 )
 
-// maxMessage bounds a published message; larger bodies get 413.
+// topic is the one channel this example publishes on.
+const topic = "messages"
+
+// maxMessage bounds a published message; larger ones get 413.
 const maxMessage = 64 << 10
 
-// messageAttr is the attribute a publish hands to each waiting subscriber.
-const messageAttr = "longpoll.message"
+// cursorAttr keeps a subscriber's ?since= cursor across its dispatches.
+const cursorAttr = "longpoll.since"
 
-// server is the classic Comet pair: GET /subscribe waits for the next
-// message, POST /publish wakes every waiting subscriber with it. Messages
-// published while a client is between two polls are not seen by that
-// client; that is the classic protocol's known gap.
-type server struct {
-	mu      sync.Mutex
-	waiting map[*continuation.Continuation]continuation.Handle
+// newContainer maps the two servlets and starts the container.
+func newContainer(mgr *clientmgr.Manager, opts ...continuation.Option) (*servlet.Container, error) {
+	c := servlet.NewContainer(opts...)
+	c.Handle("/subscribe", &subscribe{mgr: mgr})
+	c.Handle("/publish", &publish{mgr: mgr})
+	return c, c.Start()
 }
 
-func newServer() *server {
-	return &server{waiting: make(map[*continuation.Continuation]continuation.Handle)}
+// subscribe waits for messages. Without ?since= it keeps the classic
+// protocol: the body is the next message published, as text/plain, and a
+// message published while the client is between two polls is not seen.
+// With ?since=N the body is a JSON array of every message after Seq N,
+// taken atomically from the topic's history at registration, so a client
+// that re-polls with the last Seq it saw never misses one.
+type subscribe struct{ mgr *clientmgr.Manager }
+
+type jsonMessage struct {
+	Seq  uint64 `json:"seq"`
+	Data string `json:"data"`
 }
 
-// routes returns the handler to put behind a continuation.Dispatcher.
-// ServeMux answers other methods with 405 and an Allow header.
-func (s *server) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /subscribe", s.subscribe)
-	mux.HandleFunc("POST /publish", s.publish)
-	mux.HandleFunc("GET /publish", s.publish)
-	return mux
-}
-
-func (s *server) subscribe(w http.ResponseWriter, r *http.Request) {
+func (s *subscribe) DoGet(w http.ResponseWriter, r *http.Request) {
 	c := continuation.FromRequest(r)
 	if c.IsInitial() {
-		if err := c.Suspend(); err != nil {
-			// Overloaded or shutting down: tell the client to come back.
-			w.Header().Set("Retry-After", "1")
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		s.wait(w, r, c)
+		return
+	}
+	msgs := clientmgr.Messages(c)
+	since, wantJSON := c.Attribute(cursorAttr).(uint64)
+	if !wantJSON {
+		if len(msgs) == 0 { // expired: nothing new, poll again
+			w.WriteHeader(http.StatusNoContent)
 			return
 		}
-		c.AddListener(s) // forget the subscriber when it expires or leaves
-		s.mu.Lock()
-		s.waiting[c] = c.Handle()
-		s.mu.Unlock()
-		return
-	}
-	if msg, ok := c.Attribute(messageAttr).(string); ok && c.IsResumed() {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, msg)
+		io.WriteString(w, string(msgs[0].Data))
 		return
 	}
-	// Expired (or the server is shutting down): nothing new; poll again.
-	w.WriteHeader(http.StatusNoContent)
+	if len(msgs) > 0 && msgs[0].Seq > since+1 {
+		// The batch dropped its oldest (a slow consumer): the history has
+		// them, as far back as it reaches.
+		msgs, _ = s.mgr.Since(topic, since)
+	}
+	writeJSON(w, msgs)
 }
 
-// OnTimeout and OnComplete make server a continuation.Listener.
-func (s *server) OnTimeout(c *continuation.Continuation)  { s.forget(c) }
-func (s *server) OnComplete(c *continuation.Continuation) { s.forget(c) }
-
-func (s *server) forget(c *continuation.Continuation) {
-	s.mu.Lock()
-	delete(s.waiting, c)
-	s.mu.Unlock()
+func (s *subscribe) wait(w http.ResponseWriter, r *http.Request, c *continuation.Continuation) {
+	after := s.mgr.LastSeq(topic) // classic: only what comes next
+	if v := r.URL.Query().Get("since"); v != "" || r.URL.Query().Has("since") {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			http.Error(w, "bad cursor: since must be a message sequence number (0 or more)", http.StatusBadRequest)
+			return
+		}
+		after = n
+		c.SetAttribute(cursorAttr, n)
+	}
+	if err := c.Suspend(); err != nil {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if err := s.mgr.Register(topic, after, c); err != nil {
+		// Closed or full: ending the suspension answers now.
+		c.Resume()
+	}
 }
 
-func (s *server) publish(w http.ResponseWriter, r *http.Request) {
+func writeJSON(w http.ResponseWriter, msgs []clientmgr.Message) {
+	out := make([]jsonMessage, len(msgs))
+	for i, m := range msgs {
+		out[i] = jsonMessage{Seq: m.Seq, Data: string(m.Data)}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
+}
+
+// publish broadcasts the form field message to every subscriber.
+type publish struct{ mgr *clientmgr.Manager }
+
+func (p *publish) DoGet(w http.ResponseWriter, r *http.Request)  { p.DoPost(w, r) }
+func (p *publish) DoPost(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxMessage)
 	if err := r.ParseForm(); err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
@@ -88,37 +118,20 @@ func (s *server) publish(w http.ResponseWriter, r *http.Request) {
 	case msg == "":
 		http.Error(w, "message is empty", http.StatusBadRequest)
 		return
-	case len(msg) > maxMessage:
-		http.Error(w, "message too large", http.StatusRequestEntityTooLarge)
-		return
 	case !utf8.ValidString(msg):
 		http.Error(w, "message is not valid UTF-8", http.StatusBadRequest)
 		return
 	}
-	s.broadcast(msg)
+	_, err := p.mgr.Broadcast(r.Context(), topic, []byte(msg))
+	switch {
+	case errors.Is(err, clientmgr.ErrMessageTooLarge):
+		http.Error(w, "message too large", http.StatusRequestEntityTooLarge)
+		return
+	case err != nil:
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "cannot publish: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, "ok")
-}
-
-// broadcast resumes every waiting subscriber with msg and returns how many
-// it woke. A subscriber whose suspension ended meanwhile (it expired, or
-// left) refuses the Resume, harmlessly.
-func (s *server) broadcast(msg string) (woken int) {
-	s.mu.Lock()
-	waiting := s.waiting
-	s.waiting = make(map[*continuation.Continuation]continuation.Handle, len(waiting))
-	s.mu.Unlock()
-	for c, h := range waiting {
-		c.SetAttribute(messageAttr, msg)
-		if h.Resume() == nil {
-			woken++
-		}
-	}
-	return woken
-}
-
-func (s *server) subscribers() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.waiting)
 }

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -15,13 +18,23 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/continuation"
+	"github.com/cometkit/cometkit/servlet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newTestDispatcher(s *server, timeout time.Duration) *continuation.Dispatcher {
-	return continuation.NewDispatcher(s.routes(), continuation.WithDefaultTimeout(timeout))
+func newTestServer(t *testing.T, timeout time.Duration, opts ...clientmgr.Option) (*servlet.Container, *clientmgr.Manager) {
+	t.Helper()
+	mgr := clientmgr.New(opts...)
+	c, err := newContainer(mgr, continuation.WithDefaultTimeout(timeout))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		c.Shutdown(context.Background())
+		mgr.Close()
+	})
+	return c, mgr
 }
 
 // serve runs one request in the background; the result arrives on the channel.
@@ -35,25 +48,33 @@ func serve(h http.Handler, req *http.Request) <-chan *httptest.ResponseRecorder 
 	return out
 }
 
+func get(target string) *http.Request { return httptest.NewRequest(http.MethodGet, target, nil) }
+
 func publishForm(msg string) *http.Request {
 	req := httptest.NewRequest(http.MethodPost, "/publish", strings.NewReader(url.Values{"message": {msg}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	return req
 }
 
-func TestPublishWakesEverySubscriber(t *testing.T) {
+func decode(t *testing.T, rec *httptest.ResponseRecorder) []jsonMessage {
+	t.Helper()
+	require.Equal(t, "application/json", rec.Header().Get("Content-Type"))
+	var msgs []jsonMessage
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &msgs))
+	return msgs
+}
+
+func TestClassicSubscribe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newServer()
-		d := newTestDispatcher(s, time.Minute)
+		c, mgr := newTestServer(t, time.Minute)
 		var subs []<-chan *httptest.ResponseRecorder
 		for range 3 {
-			subs = append(subs, serve(d, httptest.NewRequest(http.MethodGet, "/subscribe", nil)))
+			subs = append(subs, serve(c, get("/subscribe")))
 		}
 		synctest.Wait()
-		require.Equal(t, 3, s.subscribers())
+		require.Equal(t, 3, mgr.Count(topic))
 
-		pub := <-serve(d, publishForm("hello <world>"))
-		assert.Equal(t, http.StatusOK, pub.Code)
+		pub := <-serve(c, publishForm("hello <world>"))
 		assert.Equal(t, "ok", pub.Body.String())
 		for _, sub := range subs {
 			rec := <-sub
@@ -61,43 +82,40 @@ func TestPublishWakesEverySubscriber(t *testing.T) {
 			assert.Equal(t, "text/plain; charset=utf-8", rec.Header().Get("Content-Type"))
 			assert.Equal(t, "hello <world>", rec.Body.String())
 		}
-		assert.Zero(t, s.subscribers())
-
-		// GET /publish?message= works too.
-		sub := serve(d, httptest.NewRequest(http.MethodGet, "/subscribe", nil))
+		// The classic protocol waits for the next message, not an old one.
+		sub := serve(c, get("/subscribe"))
 		synctest.Wait()
-		pub = <-serve(d, httptest.NewRequest(http.MethodGet, "/publish?message=again", nil))
-		assert.Equal(t, "ok", pub.Body.String())
+		assert.Equal(t, "ok", (<-serve(c, get("/publish?message=again"))).Body.String())
 		assert.Equal(t, "again", (<-sub).Body.String())
 	})
 }
 
-// A subscriber that waits past the timeout gets 204 and is forgotten, so
-// idle polling does not grow the list.
-func TestSubscriberTimesOut(t *testing.T) {
+func TestSinceCursor(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newServer()
-		d := newTestDispatcher(s, 25*time.Second)
-		start := time.Now()
-		rec := <-serve(d, httptest.NewRequest(http.MethodGet, "/subscribe", nil))
-		assert.Equal(t, http.StatusNoContent, rec.Code)
-		assert.Equal(t, 25*time.Second, time.Since(start))
-		assert.Zero(t, s.subscribers())
+		c, _ := newTestServer(t, time.Minute)
+		for _, m := range []string{"a", "b", "c"} {
+			<-serve(c, publishForm(m))
+		}
+		// Behind: answered at once from the history.
+		assert.Equal(t, []jsonMessage{{2, "b"}, {3, "c"}}, decode(t, <-serve(c, get("/subscribe?since=1"))))
+		// Up to date: waits, then gets what comes.
+		sub := serve(c, get("/subscribe?since=3"))
+		synctest.Wait()
+		<-serve(c, publishForm("d"))
+		assert.Equal(t, []jsonMessage{{4, "d"}}, decode(t, <-sub))
+		// A cursor from before a restart: the whole history.
+		assert.Len(t, decode(t, <-serve(c, get("/subscribe?since=99"))), 4)
 	})
 }
 
-// A subscriber that goes away is forgotten.
-func TestSubscriberLeaves(t *testing.T) {
+func TestTimeouts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newServer()
-		d := newTestDispatcher(s, time.Minute)
-		ctx, cancel := context.WithCancel(t.Context())
-		done := serve(d, httptest.NewRequestWithContext(ctx, http.MethodGet, "/subscribe", nil))
-		synctest.Wait()
-		require.Equal(t, 1, s.subscribers())
-		cancel()
-		<-done
-		assert.Zero(t, s.subscribers())
+		c, mgr := newTestServer(t, 25*time.Second)
+		start := time.Now()
+		assert.Equal(t, http.StatusNoContent, (<-serve(c, get("/subscribe"))).Code)
+		assert.Equal(t, 25*time.Second, time.Since(start))
+		assert.Equal(t, []jsonMessage{}, decode(t, <-serve(c, get("/subscribe?since=0"))))
+		assert.Zero(t, mgr.Count(topic), "expired subscribers are forgotten")
 	})
 }
 
@@ -109,77 +127,107 @@ func TestBadInput(t *testing.T) {
 		code   int
 		reason string
 	}{
-		{"empty message", publishForm(""), http.StatusBadRequest, "message is empty\n"},
-		{"no message field", httptest.NewRequest(http.MethodGet, "/publish", nil), http.StatusBadRequest, "message is empty\n"},
-		{"oversized body", publishForm(big), http.StatusRequestEntityTooLarge, "message too large\n"},
-		{"oversized query", httptest.NewRequest(http.MethodGet, "/publish?message="+big, nil), http.StatusRequestEntityTooLarge, "message too large\n"},
-		{"invalid UTF-8", publishForm("\xff\xfe"), http.StatusBadRequest, "message is not valid UTF-8\n"},
+		{"since=abc", get("/subscribe?since=abc"), http.StatusBadRequest, "bad cursor"},
+		{"since=-1", get("/subscribe?since=-1"), http.StatusBadRequest, "bad cursor"},
+		{"since empty", get("/subscribe?since="), http.StatusBadRequest, "bad cursor"},
+		{"since overflows", get("/subscribe?since=99999999999999999999999"), http.StatusBadRequest, "bad cursor"},
+		{"empty message", publishForm(""), http.StatusBadRequest, "message is empty"},
+		{"no message field", get("/publish"), http.StatusBadRequest, "message is empty"},
+		{"oversized body", publishForm(big), http.StatusRequestEntityTooLarge, "message too large"},
+		{"oversized query", get("/publish?message=" + big), http.StatusRequestEntityTooLarge, "message too large"},
+		{"invalid UTF-8", publishForm("\xff\xfe"), http.StatusBadRequest, "message is not valid UTF-8"},
 		{"bad form encoding", func() *http.Request {
 			r := httptest.NewRequest(http.MethodPost, "/publish", strings.NewReader("message=%zz"))
 			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			return r
-		}(), http.StatusBadRequest, ""},
-		{"method not allowed", httptest.NewRequest(http.MethodDelete, "/subscribe", nil), http.StatusMethodNotAllowed, ""},
-		{"unknown path", httptest.NewRequest(http.MethodGet, "/nope", nil), http.StatusNotFound, ""},
+		}(), http.StatusBadRequest, "bad form"},
+		{"method not allowed", httptest.NewRequest(http.MethodDelete, "/subscribe", nil), http.StatusMethodNotAllowed, "method not allowed"},
+		{"unknown path", get("/nope"), http.StatusNotFound, "404 page not found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := newTestDispatcher(newServer(), time.Minute)
-			rec := httptest.NewRecorder()
-			d.ServeHTTP(rec, tt.req)
+			c, _ := newTestServer(t, time.Minute)
+			rec := <-serve(c, tt.req)
 			assert.Equal(t, tt.code, rec.Code)
 			assert.Contains(t, rec.Header().Get("Content-Type"), "text/plain")
-			if tt.reason != "" {
-				assert.Equal(t, tt.reason, rec.Body.String())
-			}
+			assert.True(t, strings.HasPrefix(rec.Body.String(), tt.reason), "reason %q", rec.Body.String())
 			if tt.code == http.StatusMethodNotAllowed {
-				assert.Equal(t, "GET, HEAD", rec.Header().Get("Allow"))
+				assert.Equal(t, "GET, HEAD, OPTIONS", rec.Header().Get("Allow"))
 			}
 		})
 	}
 }
 
-// Shutdown answers every waiting subscriber at once.
 func TestShutdownAnswersSubscribers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newServer()
-		d := newTestDispatcher(s, time.Hour)
-		sub := serve(d, httptest.NewRequest(http.MethodGet, "/subscribe", nil))
+		c, _ := newTestServer(t, time.Hour)
+		classic, cursor := serve(c, get("/subscribe")), serve(c, get("/subscribe?since=0"))
 		synctest.Wait()
-		require.NoError(t, d.Shutdown(t.Context()))
-		assert.Equal(t, http.StatusNoContent, (<-sub).Code)
-		late := <-serve(d, httptest.NewRequest(http.MethodGet, "/subscribe", nil))
+		require.NoError(t, c.Shutdown(t.Context()))
+		assert.Equal(t, http.StatusNoContent, (<-classic).Code)
+		assert.Equal(t, "[]\n", (<-cursor).Body.String())
+		late := <-serve(c, get("/subscribe"))
 		assert.Equal(t, http.StatusServiceUnavailable, late.Code)
 		assert.NotEmpty(t, late.Header().Get("Retry-After"))
 	})
 }
 
-// Over a real socket, as curl would see it.
-func TestOverLoopback(t *testing.T) {
-	s := newServer()
-	d := newTestDispatcher(s, time.Minute)
-	ts := httptest.NewServer(d)
+// The loss test: 50 long-poll clients re-polling with since= over
+// loopback while a publisher sends 2,000 messages as fast as it can; every
+// client gets every message exactly once, in order.
+func TestNoMessageLostOverLoopback(t *testing.T) {
+	const clients, messages = 50, 2000
+	c, _ := newTestServer(t, time.Minute)
+	ts := httptest.NewServer(c)
 	defer ts.Close()
-	defer d.Shutdown(context.Background())
+	tr := &http.Transport{MaxIdleConnsPerHost: clients + 1}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
 
-	got := make(chan string, 1)
-	go func() {
-		resp, err := http.Get(ts.URL + "/subscribe")
+	poll := func(since uint64) ([]jsonMessage, error) {
+		resp, err := client.Get(fmt.Sprintf("%s/subscribe?since=%d", ts.URL, since))
 		if err != nil {
-			got <- err.Error()
-			return
+			return nil, err
 		}
 		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		got <- string(b)
-	}()
-	for s.subscribers() == 0 {
-		time.Sleep(time.Millisecond)
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			return nil, fmt.Errorf("%s: %s", resp.Status, b)
+		}
+		var msgs []jsonMessage
+		return msgs, json.NewDecoder(resp.Body).Decode(&msgs)
 	}
-	resp, err := http.PostForm(ts.URL+"/publish", url.Values{"message": {"hello"}})
-	require.NoError(t, err)
-	resp.Body.Close()
-	assert.Equal(t, "hello", <-got)
-	ts.Client().CloseIdleConnections()
-	http.DefaultClient.CloseIdleConnections()
+
+	var wg sync.WaitGroup
+	received := make([][]uint64, clients)
+	for i := range clients {
+		wg.Go(func() {
+			var since uint64
+			for since < messages {
+				msgs, err := poll(since)
+				if !assert.NoError(t, err) {
+					return
+				}
+				for _, m := range msgs {
+					received[i] = append(received[i], m.Seq)
+					since = m.Seq
+				}
+			}
+		})
+	}
+	for i := range messages {
+		resp, err := client.PostForm(ts.URL+"/publish", url.Values{"message": {fmt.Sprint("m", i+1)}})
+		require.NoError(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+	}
+	wg.Wait()
+	want := make([]uint64, messages)
+	for i := range want {
+		want[i] = uint64(i + 1)
+	}
+	for i, got := range received {
+		require.Equal(t, want, got, "client %d: every message exactly once, in order", i)
+	}
 }
