@@ -102,7 +102,7 @@ func writeJSON(w http.ResponseWriter, msgs []clientmgr.Message) {
 // publish broadcasts the form field message to every subscriber.
 type publish struct{ mgr *clientmgr.Manager }
 
-func (p *publish) DoGet(w http.ResponseWriter, r *http.Request)  { p.DoPost(w, r) }
+func (p *publish) DoGet(w http.ResponseWriter, r *http.Request) { p.DoPost(w, r) }
 func (p *publish) DoPost(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxMessage)
 	if err := r.ParseForm(); err != nil {
