@@ -13,9 +13,10 @@ import (
 	"github.com/cometkit/cometkit/continuation"
 )
 
-// shards spreads topics over locks so that Register and Broadcast on
-// different topics rarely contend (BenchmarkParallelTopics).
-const shards = 64
+// defaultShards spreads topics over locks so that Register and Broadcast
+// on different topics rarely contend (BenchmarkParallelTopics compares it
+// with one lock).
+const defaultShards = 64
 
 // A Manager holds suspended continuations by topic and fans messages out to
 // them, keeping a bounded history per topic so that a client that
@@ -28,7 +29,7 @@ type Manager struct {
 	broker  Broker
 	metrics *metrics
 	seed    maphash.Seed
-	shards  [shards]shard
+	shards  []shard
 	topics  atomic.Int64
 	closed  atomic.Bool
 	quit    chan struct{}
@@ -51,6 +52,7 @@ func New(opts ...Option) *Manager {
 		quit: make(chan struct{}),
 		done: make(chan struct{}),
 	}
+	m.shards = make([]shard, cfg.shards)
 	for i := range m.shards {
 		m.shards[i].topics = make(map[string]*topic)
 	}
@@ -69,7 +71,7 @@ func New(opts ...Option) *Manager {
 }
 
 func (m *Manager) shard(name string) *shard {
-	return &m.shards[maphash.String(m.seed, name)%shards]
+	return &m.shards[maphash.String(m.seed, name)%uint64(len(m.shards))]
 }
 
 // lookup returns the topic, creating it if create is set.

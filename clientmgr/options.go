@@ -29,6 +29,7 @@ type config struct {
 	maxBatch    int
 	broker      Broker
 	registerer  prometheus.Registerer
+	shards      int
 }
 
 func newConfig(opts []Option) config {
@@ -38,6 +39,7 @@ func newConfig(opts []Option) config {
 		maxTopics:   DefaultMaxTopics,
 		idleTimeout: DefaultIdleTimeout,
 		maxBatch:    DefaultMaxBatch,
+		shards:      defaultShards,
 	}
 	for _, opt := range opts {
 		opt(&cfg)
