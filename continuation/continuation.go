@@ -2,6 +2,7 @@ package continuation
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -562,7 +563,14 @@ func (c *Continuation) park(timeout time.Duration) outcome {
 			}
 		case <-gone:
 			gone = nil
-			if c.tryEnd(woken) {
+			// A deadline on the request's context (a timeout middleware
+			// before the Dispatcher) means time is up, not that the client
+			// left: expire, so the handler still answers.
+			if errors.Is(c.ctx.Context.Err(), context.DeadlineExceeded) {
+				if c.tryEnd(expiring) {
+					return outExpired
+				}
+			} else if c.tryEnd(woken) {
 				return outGone
 			}
 		}

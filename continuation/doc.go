@@ -104,6 +104,11 @@
 // dispatches themselves run on that same goroutine once it holds a pool
 // slot, so a dispatch costs no goroutine handoff.
 //
+// A request whose context is cancelled while it waits has lost its client:
+// it finishes without a redispatch. A context that reaches its deadline (a
+// timeout middleware placed before the Dispatcher) expires the suspension
+// instead, so the handler still answers.
+//
 // On HTTP/1.1 net/http notices a client's disconnect only after the request
 // body has been read to the end. Before a request waits, the Dispatcher
 // therefore reads and discards up to 64 KiB of body the handler left

@@ -6,10 +6,12 @@ package continuation_test
 // that -race and the scheduler explore the interleavings.
 
 import (
+	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -259,5 +261,22 @@ func TestDisconnectWhileSuspended(t *testing.T) {
 		assert.Equal(t, int32(1), s.completions.Load())
 		assert.Zero(t, d.Suspended())
 		assert.ErrorIs(t, c.Resume(), continuation.ErrCompleted)
+	})
+}
+
+// A deadline on the request's context expires the suspension (the handler
+// answers), where a cancellation means the client left (it does not).
+func TestContextDeadlineExpires(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newRaceServer(time.Hour)
+		d := continuation.NewDispatcher(s)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		rec := httptest.NewRecorder()
+		d.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodGet, "/", nil))
+		<-s.cs
+		assert.Equal(t, "TIMEOUT", rec.Body.String())
+		assert.Equal(t, int32(1), s.timeouts.Load())
+		assert.Equal(t, int32(1), s.redispatch.Load())
 	})
 }
