@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -126,3 +127,5 @@ func TestShutdown(t *testing.T) {
 		assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
 	})
 }
+
+func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
