@@ -54,9 +54,8 @@ var quiet = slogDiscard()
 // Safe on either side: the request is answered once, correctly.
 func TestChiMiddlewareSafeEitherSide(t *testing.T) {
 	for name, mw := range map[string]func(http.Handler) http.Handler{
-		"RealIP":    chimw.RealIP,
-		"Recoverer": chimw.Recoverer,
-		"Timeout":   chimw.Timeout(time.Second), // per dispatch after; a deadline before expires the wait
+		"RealIP":  chimw.RealIP,
+		"Timeout": chimw.Timeout(time.Second), // per dispatch after; a deadline before expires the wait
 	} {
 		for _, side := range []string{"before", "after"} {
 			t.Run(name+" "+side, func(t *testing.T) {
@@ -202,5 +201,19 @@ func TestChiTimeoutBeforeCutsTheWait(t *testing.T) {
 		assert.Equal(t, http.StatusOK, rec.Code)
 		assert.Equal(t, "no news", rec.Body.String())
 		assert.Equal(t, 100*time.Millisecond, time.Since(start))
+	})
+}
+
+// Recoverer before Continuations: the Dispatcher itself answers a panic
+// that follows Suspend with 500, and the request ends.
+func TestChiRecovererBefore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := router([]func(http.Handler) http.Handler{chimw.Recoverer}, nil, func(w http.ResponseWriter, r *http.Request) {
+			continuation.FromRequest(r).Suspend()
+			panic("boom")
+		})
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		assert.Equal(t, http.StatusInternalServerError, rec.Code)
 	})
 }
