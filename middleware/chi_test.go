@@ -131,9 +131,11 @@ func TestChiCompressBefore(t *testing.T) {
 	})
 }
 
-// Throttle belongs after (it then bounds dispatches, like WithWorkers).
-// Before, it holds its token while the request is parked, so it caps
-// waiting clients: the second long-poll is refused.
+// Throttle fits on neither side. Before, it holds its token while a
+// request waits, so it caps waiting clients: the second long-poll is
+// refused. After, it refuses a redispatch that finds it full, dropping an
+// event already delivered: of two requests resumed together, one gets 429.
+// WithWorkers and WithMaxSuspended do these jobs without either flaw.
 func TestChiThrottle(t *testing.T) {
 	for _, side := range []string{"before", "after"} {
 		t.Run(side, func(t *testing.T) {
@@ -155,6 +157,7 @@ func TestChiThrottle(t *testing.T) {
 						mu.Unlock()
 						return
 					}
+					time.Sleep(time.Millisecond) // some work in the redispatch
 					io.WriteString(w, "done")
 				})
 				codes := make(chan int, 2)
@@ -172,11 +175,7 @@ func TestChiThrottle(t *testing.T) {
 				}
 				mu.Unlock()
 				got := []int{<-codes, <-codes}
-				if side == "before" {
-					assert.ElementsMatch(t, []int{http.StatusOK, http.StatusTooManyRequests}, got)
-				} else {
-					assert.Equal(t, []int{http.StatusOK, http.StatusOK}, got)
-				}
+				assert.ElementsMatch(t, []int{http.StatusOK, http.StatusTooManyRequests}, got)
 			})
 		})
 	}

@@ -27,7 +27,10 @@
 //	Timeout    either: after, it bounds each dispatch; before, its deadline
 //	           expires the wait and the handler answers (not chi's 504)
 //	Compress   before: one compressed stream across all dispatches
-//	Throttle   after, where it bounds running dispatches (as WithWorkers
-//	           does). Before, it holds its token while a request waits,
-//	           so it caps waiting clients: use WithMaxSuspended for that.
+//	Throttle   neither. Before, it holds its token while a request waits,
+//	           so it caps waiting clients; after, it answers 429 to a
+//	           redispatch that finds it full, dropping an event already
+//	           delivered. Bound dispatches with continuation.WithWorkers
+//	           and WithQueueSize (a redispatch waits, never refused) and
+//	           waiting clients with WithMaxSuspended.
 package middleware
