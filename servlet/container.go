@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cometkit/cometkit/continuation"
 )
@@ -49,8 +50,7 @@ type Container struct {
 	servlets []*mapping
 	badSetup []error
 	started  bool
-	routes   *router
-	d        *continuation.Dispatcher
+	d        atomic.Pointer[continuation.Dispatcher] // set by Start; read without the lock on every request
 }
 
 type mapping struct {
@@ -123,21 +123,18 @@ func (c *Container) Start() error {
 			return fmt.Errorf("servlet: init %q: %w", m.pattern, err)
 		}
 	}
-	c.routes = newRouter(c.servlets)
-	var h http.Handler = c.routes
+	var h http.Handler = newRouter(c.servlets)
 	for i := len(c.filters) - 1; i >= 0; i-- {
 		h = c.filters[i](h)
 	}
-	c.d = continuation.NewDispatcher(h, c.opts...)
+	c.d.Store(continuation.NewDispatcher(h, c.opts...))
 	c.started = true
 	return nil
 }
 
 // ServeHTTP serves r through the Dispatcher; before Start it answers 503.
 func (c *Container) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c.mu.Lock()
-	d := c.d
-	c.mu.Unlock()
+	d := c.d.Load()
 	if d == nil {
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, ErrNotStarted.Error(), http.StatusServiceUnavailable)
@@ -151,9 +148,7 @@ func (c *Container) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // finished, runs each servlet's optional Destroy, in reverse order. If ctx
 // ends first, Shutdown returns its error and Destroy is not run.
 func (c *Container) Shutdown(ctx context.Context) error {
-	c.mu.Lock()
-	d := c.d
-	c.mu.Unlock()
+	d := c.d.Load()
 	if d == nil {
 		return nil
 	}
