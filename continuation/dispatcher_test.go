@@ -331,3 +331,60 @@ func histogramCount(t *testing.T, reg prometheus.Gatherer, name string) uint64 {
 	t.Fatalf("metric %s not found", name)
 	return 0
 }
+
+// A flood of ten times what the Dispatcher can hold: it holds at most its
+// workers, queue and suspended cap at once, refuses the rest at once with
+// 503 (so memory stays bounded), and serves normally afterwards.
+func TestFloodIsBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const workers, queue, maxSuspended = 4, 16, 100
+		const capacity = maxSuspended + queue + workers
+		var inHandler, peak atomic.Int32
+		release := make(chan struct{})
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			if !c.IsInitial() {
+				io.WriteString(w, "ok")
+				return
+			}
+			if err := c.Suspend(); err != nil {
+				// Full: this dispatch holds its worker until released, so
+				// the queue fills up behind it.
+				n := inHandler.Add(1)
+				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+				}
+				<-release
+				inHandler.Add(-1)
+				http.Error(w, "busy", http.StatusServiceUnavailable)
+				return
+			}
+			go func() { <-release; c.Resume() }()
+		}), continuation.WithWorkers(workers), continuation.WithQueueSize(queue),
+			continuation.WithMaxSuspended(maxSuspended), continuation.WithLogger(discardLogger()))
+
+		var calls []*call
+		for range 10 * capacity {
+			calls = append(calls, get(d, "/"))
+		}
+		synctest.Wait()
+		assert.Equal(t, maxSuspended, d.Suspended())
+		assert.LessOrEqual(t, int(peak.Load()), workers, "dispatches at once")
+		refused := 0
+		for _, cl := range calls {
+			if cl.finished() {
+				assert.Equal(t, http.StatusServiceUnavailable, cl.rec.Code)
+				assert.Equal(t, "1", cl.rec.Header().Get("Retry-After"))
+				refused++
+			}
+		}
+		// Everything beyond what it holds was refused at once: at most
+		// maxSuspended waiting, workers running and queue queued.
+		assert.GreaterOrEqual(t, refused, 10*capacity-capacity)
+		close(release)
+		for _, cl := range calls {
+			cl.wait()
+		}
+		assert.Zero(t, d.Suspended())
+		assert.Equal(t, "ok", get(d, "/").wait().Body.String(), "served normally afterwards")
+	})
+}
