@@ -33,4 +33,7 @@
 //	           delivered. Bound dispatches with continuation.WithWorkers
 //	           and WithQueueSize (a redispatch waits, never refused) and
 //	           waiting clients with WithMaxSuspended.
+//
+// Check reports the orders above that break suspended requests (Recoverer
+// after Continuations, Throttle on either side) at start-up.
 package middleware

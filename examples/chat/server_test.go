@@ -13,9 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/cometkit/cometkit/middleware"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -257,6 +260,7 @@ func TestShutdownAnswersWaitingClients(t *testing.T) {
 
 func TestPageAndOps(t *testing.T) {
 	c := newChat(t, time.Minute)
+	assert.NoError(t, middleware.Check(c.s.handler.(chi.Routes)), "the chat's middleware order")
 	page := c.get("/")
 	assert.Equal(t, http.StatusOK, page.StatusCode)
 	assert.Contains(t, body(t, page), "<script src=\"/app.js\">")
