@@ -52,10 +52,16 @@ func run(addr string, workers, history int, timeout, drain time.Duration) error 
 	if err != nil {
 		return err
 	}
+	// HTTP/1.1, and cleartext HTTP/2 for clients that speak it, where one
+	// connection carries many waiting requests.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
 		Addr:              addr,
 		Handler:           container,
 		ReadHeaderTimeout: 10 * time.Second,
+		Protocols:         &protocols,
 	}
 	// http.Server.Shutdown does not wake parked requests; the container's
 	// Dispatcher does.
