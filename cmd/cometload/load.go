@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +27,7 @@ type config struct {
 	Duration    time.Duration // how long to publish
 	Warmup      time.Duration // before publishing, for subscribers to connect
 	Grace       time.Duration // after publishing, for the last deliveries
+	ServerPID   int           // if set, the server's resident memory is read from /proc
 }
 
 // result is what a run measured.
@@ -40,6 +43,7 @@ type result struct {
 	FanoutP50Ms       float64        `json:"fanout_p50_ms"`
 	FanoutP99Ms       float64        `json:"fanout_p99_ms"`
 	Polls             int64          `json:"polls"`
+	ServerRSSBytes    int64          `json:"server_rss_bytes,omitempty"` // with every subscriber waiting, before publishing
 	Errors            map[string]int `json:"errors"`
 }
 
@@ -115,6 +119,13 @@ func run(ctx context.Context, cfg config, progress io.Writer) (result, error) {
 		return result{}, ctx.Err()
 	}
 
+	var rss int64
+	if cfg.ServerPID > 0 {
+		var err error
+		if rss, err = residentBytes(cfg.ServerPID); err != nil {
+			return result{}, err
+		}
+	}
 	published := publish(ctx, clients[0], cfg, st, progress)
 	// Wait for every subscriber to reach the last message, or the grace.
 	deadline := time.Now().Add(cfg.Grace)
@@ -125,7 +136,24 @@ func run(ctx context.Context, cfg config, progress io.Writer) (result, error) {
 	}
 	stopSubs()
 	wg.Wait()
-	return st.result(cfg.Subscribers, published), nil
+	res := st.result(cfg.Subscribers, published)
+	res.ServerRSSBytes = rss
+	return res, nil
+}
+
+// residentBytes reads a process's resident set size from /proc.
+func residentBytes(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var kb int64
+		if n, _ := fmt.Sscanf(line, "VmRSS: %d kB", &kb); n == 1 {
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
 func allReached(received []atomic.Int64, published int64) bool {

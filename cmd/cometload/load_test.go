@@ -26,7 +26,7 @@ func TestCheckLoopback(t *testing.T) {
 
 // longpollServer builds and starts examples/longpoll on a free loopback
 // port and returns its base URL.
-func longpollServer(t *testing.T) string {
+func longpollServer(t *testing.T) (string, int) {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "longpoll")
 	build := exec.Command("go", "build", "-o", bin, "../../examples/longpoll")
@@ -51,17 +51,17 @@ func longpollServer(t *testing.T) string {
 		return true
 	}, 30*time.Second, 20*time.Millisecond)
 	http.DefaultClient.CloseIdleConnections()
-	return "http://" + addr
+	return "http://" + addr, cmd.Process.Pid
 }
 
 // A short run against the longpoll example, over HTTP/1.1 from several
 // source addresses and over h2c: every message reaches every subscriber
 // once, and the figures are filled in.
 func TestRunAgainstLongpoll(t *testing.T) {
-	target := longpollServer(t)
+	target, pid := longpollServer(t)
 	for _, h2c := range []bool{false, true} {
 		res, err := run(context.Background(), config{
-			Target: target, Subscribers: 50, SourceIPs: 4, H2C: h2c,
+			Target: target, Subscribers: 50, SourceIPs: 4, H2C: h2c, ServerPID: pid,
 			Rate: 50, Duration: time.Second, Warmup: 200 * time.Millisecond, Grace: 10 * time.Second,
 		}, nil)
 		require.NoError(t, err)
@@ -72,6 +72,7 @@ func TestRunAgainstLongpoll(t *testing.T) {
 		assert.Empty(t, res.Errors)
 		assert.Positive(t, res.LatencyP99Ms)
 		assert.GreaterOrEqual(t, res.FanoutP99Ms, res.FanoutP50Ms)
+		assert.Greater(t, res.ServerRSSBytes, int64(1<<20), "the server's RSS")
 	}
 }
 

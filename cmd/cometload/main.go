@@ -33,6 +33,7 @@ func main() {
 	flag.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish")
 	flag.DurationVar(&cfg.Warmup, "warmup", time.Second, "time for subscribers to connect before publishing")
 	flag.DurationVar(&cfg.Grace, "grace", 10*time.Second, "time after publishing for the last deliveries")
+	flag.IntVar(&cfg.ServerPID, "pid", 0, "the server's pid, to report its resident memory with every subscriber waiting")
 	quiet := flag.Bool("quiet", false, "no progress on stderr")
 	flag.Parse()
 	if cfg.Subscribers < 1 || cfg.Rate <= 0 || cfg.Duration <= 0 {
@@ -56,6 +57,10 @@ func main() {
 		res.Subscribers, res.Published, res.Delivered, res.Expected, res.DeliveredFraction, res.Duplicates)
 	fmt.Printf("latency p50 %.1f ms, p99 %.1f ms; fan-out p50 %.1f ms, p99 %.1f ms; polls %d; errors %v\n",
 		res.LatencyP50Ms, res.LatencyP99Ms, res.FanoutP50Ms, res.FanoutP99Ms, res.Polls, res.Errors)
+	if res.ServerRSSBytes > 0 {
+		fmt.Printf("server RSS %.1f MiB with %d waiting (%.1f KiB each)\n", float64(res.ServerRSSBytes)/(1<<20),
+			res.Subscribers, float64(res.ServerRSSBytes)/float64(res.Subscribers)/1024)
+	}
 	line, _ := json.Marshal(res)
 	fmt.Println(string(line))
 }
