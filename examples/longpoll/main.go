@@ -34,15 +34,16 @@ func main() {
 	timeout := flag.Duration("timeout", 25*time.Second, "how long a subscriber waits (proxies often cut at 30s)")
 	history := flag.Int("history", clientmgr.DefaultHistory, "messages kept for ?since= cursors")
 	drain := flag.Duration("drain", 10*time.Second, "how long shutdown waits for requests to finish")
+	headerTimeout := flag.Duration("header-timeout", 10*time.Second, "how long a client may take to send its request headers (slowloris)")
 	flag.Parse()
 
-	if err := run(*addr, *workers, *history, *timeout, *drain); err != nil {
+	if err := run(*addr, *workers, *history, *timeout, *drain, *headerTimeout); err != nil {
 		slog.Error("longpoll", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string, workers, history int, timeout, drain time.Duration) error {
+func run(addr string, workers, history int, timeout, drain, headerTimeout time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -60,7 +61,7 @@ func run(addr string, workers, history int, timeout, drain time.Duration) error 
 	srv := &http.Server{
 		Addr:              addr,
 		Handler:           container,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: headerTimeout,
 		Protocols:         &protocols,
 	}
 	// http.Server.Shutdown does not wake parked requests; the container's

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// startBinary builds this example and runs it on a free loopback port.
+func startBinary(t *testing.T, args ...string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "longpoll")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run())
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(bin, append([]string{"-addr", addr}, args...)...)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, 30*time.Second, 20*time.Millisecond)
+	return addr
+}
+
+// The bad-input table against the running server, over a real socket:
+// every case is a clear 4xx (or, for a cursor from the future, a normal
+// answer), never a 5xx, a panic or a hang.
+func TestBadInputOverTheWire(t *testing.T) {
+	addr := startBinary(t, "-timeout", "200ms", "-header-timeout", "300ms")
+	base := "http://" + addr
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	do := func(method, path, contentType string, body io.Reader) (int, string) {
+		req, err := http.NewRequest(method, base+path, body)
+		require.NoError(t, err)
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	form := "application/x-www-form-urlencoded"
+	tests := []struct {
+		name, method, path, contentType string
+		body                            io.Reader
+		code                            int
+	}{
+		{"since=abc", "GET", "/subscribe?since=abc", "", nil, 400},
+		{"since=-1", "GET", "/subscribe?since=-1", "", nil, 400},
+		{"huge since: a cursor from the future", "GET", "/subscribe?since=18446744073709551615", "", nil, 200},
+		{"since beyond uint64", "GET", "/subscribe?since=18446744073709551616", "", nil, 400},
+		{"10 MB body", "POST", "/publish", form, strings.NewReader("message=" + strings.Repeat("x", 10<<20)), 413},
+		{"invalid UTF-8", "POST", "/publish", form, strings.NewReader(url.Values{"message": {"\xff\xfe"}}.Encode()), 400},
+		{"empty message", "POST", "/publish", form, strings.NewReader("message="), 400},
+		{"unknown path", "GET", "/topics/nope", "", nil, 404},
+	}
+	for _, m := range []string{"PUT", "DELETE", "PATCH", "POST", "TRACE"} {
+		tests = append(tests, struct {
+			name, method, path, contentType string
+			body                            io.Reader
+			code                            int
+		}{"method " + m + " on /subscribe", m, "/subscribe", "", nil, 405})
+	}
+	for _, m := range []string{"PUT", "DELETE", "PATCH"} {
+		tests = append(tests, struct {
+			name, method, path, contentType string
+			body                            io.Reader
+			code                            int
+		}{"method " + m + " on /publish", m, "/publish", "", nil, 405})
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := do(tt.method, tt.path, tt.contentType, tt.body)
+			assert.Equal(t, tt.code, code, body)
+			assert.Less(t, code, 500)
+		})
+	}
+
+	// Slow headers (slowloris): the server hangs up once the header timeout
+	// has passed, instead of holding the connection.
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	fmt.Fprint(conn, "GET /subscribe HTTP/1.1\r\nHost: x\r\n") // and never the blank line
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = bufio.NewReader(conn).ReadString('\n')
+	require.Error(t, err) // the server hung up (EOF or reset) ...
+	var ne net.Error
+	timedOut := errors.As(err, &ne) && ne.Timeout()
+	assert.False(t, timedOut, "... rather than keep a connection whose headers never came")
+}
