@@ -2,17 +2,14 @@ package main
 
 import (
 	"context"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/cometkit/cometkit/internal/testproc"
 )
 
 func TestCheckLoopback(t *testing.T) {
@@ -24,41 +21,12 @@ func TestCheckLoopback(t *testing.T) {
 	}
 }
 
-// longpollServer builds and starts examples/longpoll on a free loopback
-// port and returns its base URL.
-func longpollServer(t *testing.T) (string, int) {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "longpoll")
-	build := exec.Command("go", "build", "-o", bin, "../../examples/longpoll")
-	build.Stderr = os.Stderr
-	require.NoError(t, build.Run())
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(bin, "-addr", addr)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + addr + "/publish")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return true
-	}, 30*time.Second, 20*time.Millisecond)
-	http.DefaultClient.CloseIdleConnections()
-	return "http://" + addr, cmd.Process.Pid
-}
-
 // A short run against the longpoll example, over HTTP/1.1 from several
 // source addresses and over h2c: every message reaches every subscriber
 // once, and the figures are filled in.
 func TestRunAgainstLongpoll(t *testing.T) {
-	target, pid := longpollServer(t)
+	srv := testproc.Start(t, "../../examples/longpoll")
+	target, pid := "http://"+srv.Addr, srv.Cmd.Process.Pid
 	for _, h2c := range []bool{false, true} {
 		res, err := run(context.Background(), config{
 			Target: target, Subscribers: 50, SourceIPs: 4, H2C: h2c, ServerPID: pid,

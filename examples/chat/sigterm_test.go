@@ -2,14 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cometkit/cometkit/internal/testproc"
 )
 
 // The chat process under SIGTERM with 10,000 long-polls waiting: every one
@@ -27,20 +24,8 @@ import (
 // under the 20,000 open files a process may have.
 func TestSIGTERMAnswersEveryWaitingClient(t *testing.T) {
 	const clients = 10_000
-	bin := filepath.Join(t.TempDir(), "chat")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	require.NoError(t, build.Run())
-
-	addr := freeLoopbackAddr(t)
-	cmd := exec.Command(bin, "-addr", addr, "-timeout", "5m", "-drain", "20s", "-queue", fmt.Sprint(clients))
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
+	srv := testproc.Start(t, ".", "-timeout", "5m", "-drain", "20s", "-queue", fmt.Sprint(clients))
+	addr := srv.Addr
 	waitUntilServing(t, "http://"+addr+"/healthz")
 
 	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
@@ -69,26 +54,12 @@ func TestSIGTERMAnswersEveryWaitingClient(t *testing.T) {
 		time.Minute, 50*time.Millisecond, "polls waiting: %v", metric(t, addr, "cometkit_continuations_suspended"))
 
 	start := time.Now()
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, srv.Cmd.Process.Signal(syscall.SIGTERM))
 	wg.Wait()
-	err := <-exited
-	exited <- err // for the cleanup
-	var exitErr *exec.ExitError
-	if errors.As(err, &exitErr) {
-		t.Fatalf("the server exited with %v", exitErr)
-	}
-	require.NoError(t, err)
+	require.NoError(t, srv.Wait(), "the server's exit")
 	assert.Equal(t, int32(clients), answered.Load(), "answered 200")
 	assert.Zero(t, failed.Load())
 	t.Logf("%d waiting clients answered and the process exited 0, %v after SIGTERM", clients, time.Since(start).Round(time.Millisecond))
-}
-
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func waitUntilServing(t *testing.T, url string) {

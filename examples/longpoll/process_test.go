@@ -8,49 +8,21 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-)
 
-// startBinary builds this example and runs it on a free loopback port.
-func startBinary(t *testing.T, args ...string) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "longpoll")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	require.NoError(t, build.Run())
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(bin, append([]string{"-addr", addr}, args...)...)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	require.Eventually(t, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, 30*time.Second, 20*time.Millisecond)
-	return addr
-}
+	"github.com/cometkit/cometkit/internal/testproc"
+)
 
 // The bad-input table against the running server, over a real socket:
 // every case is a clear 4xx (or, for a cursor from the future, a normal
 // answer), never a 5xx, a panic or a hang.
 func TestBadInputOverTheWire(t *testing.T) {
-	addr := startBinary(t, "-timeout", "200ms", "-header-timeout", "300ms")
+	addr := testproc.Start(t, ".", "-timeout", "200ms", "-header-timeout", "300ms").Addr
 	base := "http://" + addr
 	client := &http.Client{Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()

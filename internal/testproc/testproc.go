@@ -1,0 +1,75 @@
+// Package testproc runs one of the project's programs as its own process
+// for a test: built from its package, listening on a free loopback port,
+// and killed when the test ends. Tests that need a server in another
+// process (so that each side has its own open-file limit, or to send it a
+// signal) use it.
+package testproc
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// A Server is a running program.
+type Server struct {
+	Addr string    // host:port it listens on
+	Cmd  *exec.Cmd // the process, for signals and its pid
+	done chan struct{}
+	err  error
+}
+
+// Start builds the program in pkg (a directory, as for go build), runs it
+// with -addr set to a free loopback address and the other args, and waits
+// until it accepts connections. The process is killed at the end of t.
+func Start(t testing.TB, pkg string, args ...string) *Server {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "server")
+	build := exec.Command("go", "build", "-o", bin, pkg)
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatalf("testproc: build %s: %v", pkg, err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testproc: %v", err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+
+	s := &Server{Addr: addr, Cmd: exec.Command(bin, append([]string{"-addr", addr}, args...)...), done: make(chan struct{})}
+	if err := s.Cmd.Start(); err != nil {
+		t.Fatalf("testproc: start %s: %v", bin, err)
+	}
+	go func() {
+		s.err = s.Cmd.Wait()
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		s.Cmd.Process.Kill()
+		<-s.done
+	})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testproc: %s did not start listening on %s", pkg, addr)
+		}
+		select {
+		case <-s.done:
+			t.Fatalf("testproc: %s exited: %v", pkg, s.err)
+		default:
+		}
+	}
+}
+
+// Wait waits for the process to exit and returns how it did.
+func (s *Server) Wait() error {
+	<-s.done
+	return s.err
+}
