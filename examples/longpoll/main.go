@@ -3,14 +3,16 @@
 // GET /subscribe waits for the next message and answers it as text/plain
 // (204 if none comes before the timeout); GET /subscribe?since=N answers a
 // JSON array of every message after Seq N ([] on timeout), so a client that
-// re-polls with its last Seq misses nothing; POST /publish with form field
-// message (or GET /publish?message=...) wakes every waiting subscriber and
-// answers "ok".
+// re-polls with its last Seq misses nothing; GET /events streams the same
+// messages as server-sent events (id: Seq, resumable with Last-Event-ID or
+// ?since=N); POST /publish with form field message (or GET
+// /publish?message=...) wakes every waiting subscriber and answers "ok".
 //
 //	go run ./examples/longpoll -addr :8080
 //	curl localhost:8080/subscribe &
 //	curl -d message=hello localhost:8080/publish
 //	curl 'localhost:8080/subscribe?since=0'
+//	curl -N localhost:8080/events
 package main
 
 import (

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/cometkit/cometkit/clientmgr"
@@ -26,6 +28,7 @@ const cursorAttr = "longpoll.since"
 func newContainer(mgr *clientmgr.Manager, opts ...continuation.Option) (*servlet.Container, error) {
 	c := servlet.NewContainer(opts...)
 	c.Handle("/subscribe", &subscribe{mgr: mgr})
+	c.Handle("/events", &events{mgr: mgr})
 	c.Handle("/publish", &publish{mgr: mgr})
 	return c, c.Start()
 }
@@ -97,6 +100,90 @@ func writeJSON(w http.ResponseWriter, msgs []clientmgr.Message) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(out)
+}
+
+// events streams the topic as server-sent events (text/event-stream): one
+// response, many suspend cycles. Each message is an event whose id is its
+// Seq, so a client that reconnects with Last-Event-ID (or ?since=N) misses
+// nothing; a timeout writes a keep-alive comment and waits again.
+type events struct{ mgr *clientmgr.Manager }
+
+func (e *events) DoGet(w http.ResponseWriter, r *http.Request) {
+	c := continuation.FromRequest(r)
+	if c.IsInitial() {
+		cursor := r.URL.Query().Get("since")
+		if id := r.Header.Get("Last-Event-ID"); id != "" {
+			cursor = id // EventSource's own reconnect
+		}
+		after := e.mgr.LastSeq(topic)
+		if cursor != "" {
+			n, err := strconv.ParseUint(cursor, 10, 64)
+			if err != nil {
+				http.Error(w, "bad cursor: since and Last-Event-ID must be a message sequence number (0 or more)", http.StatusBadRequest)
+				return
+			}
+			after = n
+		}
+		c.SetAttribute(cursorAttr, after)
+		h := w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+		io.WriteString(w, "retry: 1000\n\n")
+		http.NewResponseController(w).Flush()
+		e.wait(c, after)
+		return
+	}
+	after := c.Attribute(cursorAttr).(uint64)
+	msgs := clientmgr.Messages(c)
+	if len(msgs) > 0 && msgs[0].Seq > after+1 {
+		msgs, _ = e.mgr.Since(topic, after) // the batch overflowed
+	}
+	if err := writeEvents(w, msgs); err != nil {
+		return // the client is gone or does not read
+	}
+	if len(msgs) > 0 {
+		after = msgs[len(msgs)-1].Seq
+		c.SetAttribute(cursorAttr, after)
+	}
+	e.wait(c, after)
+}
+
+// wait suspends the stream until the next message after the cursor. When
+// suspending is refused (shutting down, or full) the stream ends and the
+// client reconnects with its Last-Event-ID.
+func (e *events) wait(c *continuation.Continuation, after uint64) {
+	if err := c.Suspend(); err != nil {
+		return
+	}
+	if err := e.mgr.Register(topic, after, c); err != nil {
+		c.Complete()
+	}
+}
+
+// writeEvents writes msgs as events, or a keep-alive comment when there are
+// none, and flushes them within a write deadline, so that a client that
+// stops reading cannot hold its request forever.
+func writeEvents(w http.ResponseWriter, msgs []clientmgr.Message) error {
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	defer rc.SetWriteDeadline(time.Time{})
+	var b strings.Builder
+	if len(msgs) == 0 {
+		b.WriteString(": keep-alive\n\n")
+	}
+	for _, m := range msgs {
+		b.WriteString("id: " + strconv.FormatUint(m.Seq, 10) + "\n")
+		// A message may hold newlines; each line is its own data: field.
+		for line := range strings.SplitSeq(string(m.Data), "\n") {
+			b.WriteString("data: " + line + "\n")
+		}
+		b.WriteString("\n")
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	return rc.Flush()
 }
 
 // publish broadcasts the form field message to every subscriber.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -230,4 +231,60 @@ func TestNoMessageLostOverLoopback(t *testing.T) {
 	for i, got := range received {
 		require.Equal(t, want, got, "client %d: every message exactly once, in order", i)
 	}
+}
+
+// The event stream over a real connection: the backlog after the cursor,
+// then each message as it comes, multi-line data as several data: lines,
+// keep-alives on timeouts, and a reconnect with Last-Event-ID that picks up
+// what was published while away.
+func TestEventStream(t *testing.T) {
+	c, _ := newTestServer(t, 100*time.Millisecond)
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	for _, m := range []string{"a", "b", "c"} {
+		<-serve(c, publishForm(m))
+	}
+	open := func(query, lastEventID string) (*http.Response, *bufio.Reader) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/events"+query, nil)
+		if lastEventID != "" {
+			req.Header.Set("Last-Event-ID", lastEventID)
+		}
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+		return resp, bufio.NewReader(resp.Body)
+	}
+	// next reads one block (up to a blank line) and returns its lines.
+	next := func(r *bufio.Reader) []string {
+		var lines []string
+		for {
+			line, err := r.ReadString('\n')
+			require.NoError(t, err)
+			if line == "\n" {
+				return lines
+			}
+			lines = append(lines, strings.TrimSuffix(line, "\n"))
+		}
+	}
+
+	resp, r := open("?since=1", "")
+	assert.Equal(t, []string{"retry: 1000"}, next(r))
+	assert.Equal(t, []string{"id: 2", "data: b"}, next(r))
+	assert.Equal(t, []string{"id: 3", "data: c"}, next(r))
+	<-serve(c, publishForm("line one\nline two"))
+	assert.Equal(t, []string{"id: 4", "data: line one", "data: line two"}, next(r))
+	assert.Equal(t, []string{": keep-alive"}, next(r), "after the timeout, the stream stays open")
+	resp.Body.Close()
+
+	<-serve(c, publishForm("while away"))
+	resp, r = open("", "4")
+	defer resp.Body.Close()
+	next(r) // retry
+	assert.Equal(t, []string{"id: 5", "data: while away"}, next(r))
+
+	bad, err := srv.Client().Get(srv.URL + "/events?since=x")
+	require.NoError(t, err)
+	bad.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, bad.StatusCode)
 }
