@@ -2,37 +2,62 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
+// The subscriber modes.
+const (
+	modeSince   = "since"   // long-poll GET /subscribe?since=N: a JSON array of everything after N
+	modeClassic = "classic" // long-poll GET /subscribe: the next message as text, misses between polls
+	modeSSE     = "sse"     // one GET /events stream per subscriber, resumed with Last-Event-ID
+)
+
 // config is one load run.
 type config struct {
 	Target      string        // base URL of a server speaking the longpoll example's protocol
-	Subscribers int           // concurrent long-poll clients
+	Subscribers int           // concurrent subscribers
+	Mode        string        // modeSince, modeClassic or modeSSE
 	SourceIPs   int           // spread HTTP/1.1 clients over 127.0.0.1 … 127.0.0.N (ports per address are limited)
-	H2C         bool          // use cleartext HTTP/2 (many requests per connection) instead
-	Rate        float64       // messages published per second
-	Duration    time.Duration // how long to publish
-	Warmup      time.Duration // before publishing, for subscribers to connect
-	Grace       time.Duration // after publishing, for the last deliveries
-	ServerPID   int           // if set, the server's resident memory is read from /proc
+	H2C         bool          // use cleartext HTTP/2 (many requests per connection) for an http:// target
+	Insecure    bool          // for an https:// target: accept a self-signed certificate
+	Rate        float64       // publishing ticks per second
+	Burst       int           // messages published back to back at each tick
+	Rounds      int           // if > 0, instead of Rate: this many single broadcasts, each once every subscriber is waiting
+	Settle      time.Duration // Rounds: pause once every subscriber has re-polled, for the server to hold them
+	Duration    time.Duration // how long to publish at Rate
+	Warmup      time.Duration // the longest to wait for every subscriber to be waiting before publishing
+	Grace       time.Duration // after publishing, the longest to wait for the last deliveries
+	ServerPID   int           // if set, the server's memory and CPU are read from /proc
+}
+
+func (cfg config) validate() error {
+	switch {
+	case cfg.Subscribers < 1:
+		return errors.New("-n must be positive")
+	case cfg.Mode != modeSince && cfg.Mode != modeClassic && cfg.Mode != modeSSE:
+		return fmt.Errorf("unknown -mode %q: use since, classic or sse", cfg.Mode)
+	case cfg.Rounds == 0 && (cfg.Rate <= 0 || cfg.Duration <= 0):
+		return errors.New("-rate and -duration must be positive (or use -rounds)")
+	case cfg.Burst < 1:
+		return errors.New("-burst must be 1 or more")
+	}
+	return checkLoopback(cfg.Target)
 }
 
 // result is what a run measured.
 type result struct {
+	Mode              string         `json:"mode"`
+	Transport         string         `json:"transport"`
 	Subscribers       int            `json:"subscribers"`
+	Waiting           int            `json:"waiting"` // subscribers waiting when publishing began
 	Published         int            `json:"published"`
 	Expected          int            `json:"expected_deliveries"`
 	Delivered         int            `json:"delivered"`
@@ -40,11 +65,11 @@ type result struct {
 	Duplicates        int            `json:"duplicates"`
 	LatencyP50Ms      float64        `json:"latency_p50_ms"`
 	LatencyP99Ms      float64        `json:"latency_p99_ms"`
-	FanoutP50Ms       float64        `json:"fanout_p50_ms"`
+	FanoutP50Ms       float64        `json:"fanout_p50_ms"` // publish to the last subscriber's receipt
 	FanoutP99Ms       float64        `json:"fanout_p99_ms"`
 	Polls             int64          `json:"polls"`
-	ServerRSSBytes    int64          `json:"server_rss_bytes,omitempty"` // with every subscriber waiting, before publishing
 	Errors            map[string]int `json:"errors"`
+	Server            *serverUsage   `json:"server,omitempty"`
 }
 
 // checkLoopback refuses any target that is not on this machine: load is
@@ -53,6 +78,9 @@ func checkLoopback(target string) error {
 	u, err := url.Parse(target)
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("bad target %q", target)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("bad target %q: use http:// or https://", target)
 	}
 	host := u.Hostname()
 	if host == "localhost" {
@@ -64,108 +92,110 @@ func checkLoopback(target string) error {
 	return fmt.Errorf("target %s is not a loopback address; cometload only loads this machine", host)
 }
 
-// stats gathers deliveries from every subscriber. Messages are known by
-// their payload, the publisher's send time in nanoseconds, which is unique
-// to this run: messages already in the server's history from earlier runs
-// are not counted.
-type stats struct {
-	mu        sync.Mutex
-	published map[string]time.Time // payload → when it was published
-	order     []string             // payloads in publishing order
-	lastSeen  map[string]time.Time // payload → its last delivery
-	count     map[string]int
-	latencies []time.Duration
-	dups      int
-	errors    map[string]int
-	polls     atomic.Int64
-}
-
-func newStats() *stats {
-	return &stats{published: map[string]time.Time{}, lastSeen: map[string]time.Time{}, count: map[string]int{}, errors: map[string]int{}}
-}
-
-func (s *stats) fail(kind string) {
-	s.mu.Lock()
-	s.errors[kind]++
-	s.mu.Unlock()
-}
-
-type message struct {
-	Seq  uint64 `json:"seq"`
-	Data string `json:"data"`
-}
-
-// run performs one load run and returns its measurements.
+// run performs one load run and returns its measurements. Progress goes to
+// progress, if not nil, about once a second.
 func run(ctx context.Context, cfg config, progress io.Writer) (result, error) {
-	if err := checkLoopback(cfg.Target); err != nil {
+	if err := cfg.validate(); err != nil {
 		return result{}, err
 	}
-	st := newStats()
-	clients := newClients(cfg)
+	if progress == nil {
+		progress = io.Discard
+	}
+	var usage *serverUsage
+	if cfg.ServerPID > 0 {
+		var err error
+		if usage, err = startUsage(cfg.ServerPID); err != nil {
+			return result{}, err
+		}
+	}
+	clients, transport := newClients(cfg)
 	defer func() {
 		for _, c := range clients {
 			c.CloseIdleConnections()
 		}
 	}()
+	st := newStats(cfg.Subscribers)
 
+	// The subscribers run until subCtx ends; wg.Wait below waits for them.
 	subCtx, stopSubs := context.WithCancel(ctx)
 	defer stopSubs()
 	var wg sync.WaitGroup
-	received := make([]atomic.Int64, cfg.Subscribers) // messages of this run each subscriber has
 	for i := range cfg.Subscribers {
-		wg.Go(func() { subscribe(subCtx, clients[i%len(clients)], cfg.Target, &received[i], st) })
+		s := &subscriber{id: i, client: clients[i%len(clients)], target: cfg.Target, st: st}
+		wg.Go(func() { s.run(subCtx, cfg.Mode) })
 	}
-	if !sleep(ctx, cfg.Warmup) {
+	defer wg.Wait()
+
+	waiting := awaitWaiting(ctx, st, cfg.Subscribers, cfg.Warmup, progress)
+	if ctx.Err() != nil {
 		return result{}, ctx.Err()
 	}
-
-	var rss int64
-	if cfg.ServerPID > 0 {
-		var err error
-		if rss, err = residentBytes(cfg.ServerPID); err != nil {
+	sleep(ctx, cfg.Settle) // for the server to hold the last ones
+	if usage != nil {
+		if err := usage.loaded(); err != nil {
 			return result{}, err
 		}
+		usage.held(waiting)
 	}
-	published := publish(ctx, clients[0], cfg, st, progress)
-	// Wait for every subscriber to reach the last message, or the grace.
-	deadline := time.Now().Add(cfg.Grace)
-	for time.Now().Before(deadline) && !allReached(received, int64(published)) {
-		if !sleep(ctx, 10*time.Millisecond) {
-			break
+
+	p := &publisher{client: clients[0], cfg: cfg, st: st, progress: progress}
+	var published int
+	if cfg.Rounds > 0 {
+		published = p.rounds(ctx)
+	} else {
+		published = p.steady(ctx)
+		awaitDelivered(ctx, st, published, cfg.Grace)
+	}
+	if usage != nil {
+		if err := usage.finished(); err != nil {
+			return result{}, err
 		}
 	}
 	stopSubs()
 	wg.Wait()
-	res := st.result(cfg.Subscribers, published)
-	res.ServerRSSBytes = rss
+
+	res := st.result(cfg, published)
+	res.Transport, res.Waiting = transport, waiting
+	if usage != nil {
+		usage.perDelivery(res.Delivered)
+		res.Server = usage
+	}
 	return res, nil
 }
 
-// residentBytes reads a process's resident set size from /proc.
-func residentBytes(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		var kb int64
-		if n, _ := fmt.Sscanf(line, "VmRSS: %d kB", &kb); n == 1 {
-			return kb << 10, nil
+// awaitWaiting waits until n subscribers are waiting on the server, or
+// at most max, and returns how many are.
+func awaitWaiting(ctx context.Context, st *stats, n int, max time.Duration, progress io.Writer) int {
+	deadline := time.Now().Add(max)
+	lastReport := time.Now()
+	for {
+		w := int(st.waiting.Load())
+		if w >= n || time.Now().After(deadline) || !sleep(ctx, 10*time.Millisecond) {
+			fmt.Fprintf(progress, "cometload: %d of %d subscribers waiting\n", w, n)
+			return w
+		}
+		if time.Since(lastReport) >= time.Second {
+			lastReport = time.Now()
+			fmt.Fprintf(progress, "cometload: connecting, %d of %d waiting\n", w, n)
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 }
 
-func allReached(received []atomic.Int64, published int64) bool {
-	for i := range received {
-		if received[i].Load() < published {
-			return false
+// awaitDelivered waits until every subscriber has every published message,
+// or at most max.
+func awaitDelivered(ctx context.Context, st *stats, published int, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) && !st.allReached(published) {
+		if !sleep(ctx, 10*time.Millisecond) {
+			return
 		}
 	}
-	return true
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -176,133 +206,78 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// newClients makes one HTTP client per source address (HTTP/1.1), or one
-// h2c client, whose connections carry many waiting requests each.
-func newClients(cfg config) []*http.Client {
-	if cfg.H2C {
-		var p http.Protocols
-		p.SetUnencryptedHTTP2(true)
-		return []*http.Client{{Transport: &http.Transport{Protocols: &p}}}
-	}
-	n := max(cfg.SourceIPs, 1)
-	clients := make([]*http.Client, n)
-	for i := range clients {
-		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%254))}}
-		clients[i] = &http.Client{Transport: &http.Transport{
-			DialContext:         dialer.DialContext,
-			MaxIdleConnsPerHost: cfg.Subscribers,
-		}}
-	}
-	return clients
+// stats gathers deliveries from every subscriber. Messages are known by
+// their payload, unique to this run: messages already in the server's
+// history from earlier runs are not counted.
+type stats struct {
+	waiting  atomic.Int64   // requests (or streams) the server holds, as far as the client knows
+	received []atomic.Int64 // per subscriber: messages of this run it has
+	polls    atomic.Int64
+
+	mu        sync.Mutex
+	published map[string]time.Time // payload → when it was published
+	order     []string             // payloads in publishing order
+	lastSeen  map[string]time.Time // payload → its last delivery
+	count     map[string]int
+	latencies []time.Duration
+	dups      int
+	errors    map[string]int
 }
 
-// subscribe long-polls with since= until ctx ends, recording deliveries.
-func subscribe(ctx context.Context, client *http.Client, target string, received *atomic.Int64, st *stats) {
-	seen := map[uint64]bool{}
-	var cursor uint64
-	for ctx.Err() == nil {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, target+"/subscribe?since="+strconv.FormatUint(cursor, 10), nil)
-		st.polls.Add(1)
-		resp, err := client.Do(req)
-		if err != nil {
-			if ctx.Err() == nil {
-				st.fail("connect")
-				sleep(ctx, 100*time.Millisecond)
-			}
-			continue
-		}
-		var msgs []message
-		switch {
-		case resp.StatusCode == http.StatusServiceUnavailable:
-			st.fail("503")
-		case resp.StatusCode != http.StatusOK:
-			st.fail(strconv.Itoa(resp.StatusCode))
-		default:
-			if err := json.NewDecoder(resp.Body).Decode(&msgs); err != nil && ctx.Err() == nil {
-				st.fail("decode")
-			}
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		now := time.Now()
-		st.mu.Lock()
-		for _, m := range msgs {
-			cursor = max(cursor, m.Seq)
-			sent, ours := st.published[m.Data]
-			if !ours {
-				continue // from before this run, or not yet acknowledged to the publisher
-			}
-			if seen[m.Seq] {
-				st.dups++
-				continue
-			}
-			seen[m.Seq] = true
-			st.count[m.Data]++
-			st.lastSeen[m.Data] = now
-			st.latencies = append(st.latencies, now.Sub(sent))
-			received.Add(1)
-		}
-		st.mu.Unlock()
+func newStats(subscribers int) *stats {
+	return &stats{
+		received:  make([]atomic.Int64, subscribers),
+		published: map[string]time.Time{}, lastSeen: map[string]time.Time{},
+		count: map[string]int{}, errors: map[string]int{},
 	}
 }
 
-// publish posts messages carrying their send time at cfg.Rate for
-// cfg.Duration, and returns how many were accepted.
-func publish(ctx context.Context, client *http.Client, cfg config, st *stats, progress io.Writer) int {
-	interval := time.Duration(float64(time.Second) / cfg.Rate)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	end := time.Now().Add(cfg.Duration)
-	lastReport := time.Now()
-	n := 0
-	for time.Now().Before(end) {
-		select {
-		case <-ctx.Done():
-			return n
-		case <-tick.C:
-		}
-		sent := time.Now()
-		payload := strconv.FormatInt(sent.UnixNano(), 10)
-		// Known before it is sent, so that a delivery racing the publish
-		// response is counted.
-		st.mu.Lock()
-		st.published[payload] = sent
-		st.mu.Unlock()
-		resp, err := client.PostForm(cfg.Target+"/publish", url.Values{"message": {payload}})
-		ok := err == nil && resp.StatusCode == http.StatusOK
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
-		st.mu.Lock()
-		if ok {
-			st.order = append(st.order, payload)
-		} else {
-			delete(st.published, payload)
-		}
-		st.mu.Unlock()
-		if !ok {
-			st.fail("publish")
-			continue
-		}
-		n++
-		if progress != nil && time.Since(lastReport) >= time.Second {
-			lastReport = time.Now()
-			fmt.Fprintf(progress, "cometload: %d published, %d polls\n", n, st.polls.Load())
-		}
-	}
-	return n
+func (st *stats) fail(kind string) {
+	st.mu.Lock()
+	st.errors[kind]++
+	st.mu.Unlock()
 }
 
-func (st *stats) result(subscribers, published int) result {
+// deliver records that subscriber id received the payloads at now; seen
+// is that subscriber's own set, for duplicates.
+func (st *stats) deliver(id int, payloads []string, seen map[string]bool, now time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	r := result{Subscribers: subscribers, Published: published, Expected: subscribers * published,
-		Duplicates: st.dups, Polls: st.polls.Load(), Errors: st.errors}
+	for _, p := range payloads {
+		sent, ours := st.published[p]
+		if !ours {
+			continue // from before this run, or not acknowledged to the publisher
+		}
+		if seen[p] {
+			st.dups++
+			continue
+		}
+		seen[p] = true
+		st.count[p]++
+		st.lastSeen[p] = now
+		st.latencies = append(st.latencies, now.Sub(sent))
+		st.received[id].Add(1)
+	}
+}
+
+func (st *stats) allReached(published int) bool {
+	for i := range st.received {
+		if st.received[i].Load() < int64(published) {
+			return false
+		}
+	}
+	return true
+}
+
+func (st *stats) result(cfg config, published int) result {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	r := result{Mode: cfg.Mode, Subscribers: cfg.Subscribers, Published: published,
+		Expected: cfg.Subscribers * published, Duplicates: st.dups, Polls: st.polls.Load(), Errors: st.errors}
 	var fanouts []time.Duration
 	for _, payload := range st.order {
 		r.Delivered += st.count[payload]
-		if st.count[payload] == subscribers {
+		if st.count[payload] > 0 {
 			fanouts = append(fanouts, st.lastSeen[payload].Sub(st.published[payload]))
 		}
 	}

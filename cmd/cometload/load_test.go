@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -12,41 +16,149 @@ import (
 	"github.com/cometkit/cometkit/internal/testproc"
 )
 
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
 func TestCheckLoopback(t *testing.T) {
-	for _, ok := range []string{"http://127.0.0.1:8080", "http://127.0.0.9:1", "http://localhost:80", "http://[::1]:8080"} {
+	for _, ok := range []string{"http://127.0.0.1:8080", "http://127.0.0.9:1", "http://localhost:80", "http://[::1]:8080", "https://127.0.0.1:8443"} {
 		assert.NoError(t, checkLoopback(ok), ok)
 	}
-	for _, bad := range []string{"http://10.0.0.1:8080", "http://192.168.1.2", "http://example.com", "http://8.8.8.8", "not a url", ""} {
+	for _, bad := range []string{"http://10.0.0.1:8080", "http://192.168.1.2", "http://example.com", "http://8.8.8.8", "ftp://127.0.0.1", "not a url", ""} {
 		assert.Error(t, checkLoopback(bad), bad)
 	}
 }
 
-// A short run against the longpoll example, over HTTP/1.1 from several
-// source addresses and over h2c: every message reaches every subscriber
-// once, and the figures are filled in.
-func TestRunAgainstLongpoll(t *testing.T) {
-	srv := testproc.Start(t, "../../examples/longpoll")
-	target, pid := "http://"+srv.Addr, srv.Cmd.Process.Pid
-	for _, h2c := range []bool{false, true} {
-		res, err := run(context.Background(), config{
-			Target: target, Subscribers: 50, SourceIPs: 4, H2C: h2c, ServerPID: pid,
-			Rate: 50, Duration: time.Second, Warmup: 200 * time.Millisecond, Grace: 10 * time.Second,
-		}, nil)
-		require.NoError(t, err)
-		assert.Greater(t, res.Published, 10, "h2c=%v", h2c)
-		assert.Equal(t, res.Expected, res.Delivered, "h2c=%v", h2c)
-		assert.Equal(t, 1.0, res.DeliveredFraction)
-		assert.Zero(t, res.Duplicates)
-		assert.Empty(t, res.Errors)
-		assert.Positive(t, res.LatencyP99Ms)
-		assert.GreaterOrEqual(t, res.FanoutP99Ms, res.FanoutP50Ms)
-		assert.Greater(t, res.ServerRSSBytes, int64(1<<20), "the server's RSS")
+func TestConfigErrors(t *testing.T) {
+	ok := config{Target: "http://127.0.0.1:1", Subscribers: 1, Mode: modeSince, Rate: 1, Burst: 1, Duration: time.Second}
+	require.NoError(t, ok.validate())
+	for name, change := range map[string]func(*config){
+		"no subscribers": func(c *config) { c.Subscribers = 0 },
+		"unknown mode":   func(c *config) { c.Mode = "websocket" },
+		"no rate":        func(c *config) { c.Rate = 0 },
+		"no burst":       func(c *config) { c.Burst = 0 },
+		"remote target":  func(c *config) { c.Target = "http://10.1.2.3:8080" },
+	} {
+		cfg := ok
+		change(&cfg)
+		_, err := run(context.Background(), cfg, nil)
+		assert.Error(t, err, name)
 	}
 }
 
-func TestRunRefusesRemoteTargets(t *testing.T) {
-	_, err := run(context.Background(), config{Target: "http://10.1.2.3:8080", Subscribers: 1, Rate: 1, Duration: time.Second}, nil)
-	assert.ErrorContains(t, err, "not a loopback address")
+// quick is a short run; tests change what they look at.
+func quick(target string, pid int) config {
+	return config{
+		Target: target, Subscribers: 40, Mode: modeSince, SourceIPs: 4, ServerPID: pid,
+		Rate: 40, Burst: 1, Duration: 500 * time.Millisecond,
+		Settle: 50 * time.Millisecond, Warmup: 10 * time.Second, Grace: 10 * time.Second,
+	}
 }
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// assertAllDelivered checks a run in which every subscriber must get every
+// message once, with the figures filled in.
+func assertAllDelivered(t *testing.T, res result, transport string) {
+	t.Helper()
+	assert.Equal(t, transport, res.Transport)
+	assert.Equal(t, res.Subscribers, res.Waiting, "every subscriber waiting before the first publish")
+	assert.Positive(t, res.Published)
+	assert.Equal(t, res.Expected, res.Delivered)
+	assert.Equal(t, 1.0, res.DeliveredFraction)
+	assert.Zero(t, res.Duplicates)
+	assert.Empty(t, res.Errors)
+	assert.Positive(t, res.LatencyP99Ms)
+	assert.GreaterOrEqual(t, res.LatencyP99Ms, res.LatencyP50Ms)
+	assert.GreaterOrEqual(t, res.FanoutP99Ms, res.FanoutP50Ms)
+	if assert.NotNil(t, res.Server) {
+		assert.Positive(t, res.Server.IdleRSSBytes)
+		assert.Greater(t, res.Server.LoadedRSSBytes, res.Server.IdleRSSBytes/2)
+		assert.Positive(t, res.Server.CPUMsPer10k, "the server used CPU to deliver")
+	}
+}
+
+// Every mode and transport against the longpoll example run as its own
+// process: every message reaches every subscriber once.
+func TestRunAgainstLongpoll(t *testing.T) {
+	srv := testproc.Start(t, "../../examples/longpoll", "-timeout", "2s")
+	target, pid := "http://"+srv.Addr, srv.Cmd.Process.Pid
+	for _, tt := range []struct {
+		name, mode, transport string
+		h2c                   bool
+		burst, rounds         int
+	}{
+		{"since over HTTP/1.1", modeSince, "http1", false, 1, 0},
+		{"since over h2c", modeSince, "h2c", true, 1, 0},
+		{"since, bursts of 5", modeSince, "http1", false, 5, 0},
+		{"sse over HTTP/1.1", modeSSE, "http1", false, 1, 0},
+		{"sse over h2c, bursts of 5", modeSSE, "h2c", true, 5, 0},
+		// Without a cursor a message published between two polls is
+		// lost, so the classic mode is checked with lockstep rounds.
+		{"classic, rounds", modeClassic, "http1", false, 1, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := quick(target, pid)
+			cfg.Mode, cfg.H2C, cfg.Burst, cfg.Rounds = tt.mode, tt.h2c, tt.burst, tt.rounds
+			res, err := run(t.Context(), cfg, nil)
+			require.NoError(t, err)
+			assertAllDelivered(t, res, tt.transport)
+			if tt.rounds > 0 {
+				assert.Equal(t, tt.rounds, res.Published)
+			}
+			if tt.burst > 1 {
+				assert.Zero(t, res.Published%tt.burst, "whole bursts")
+			}
+		})
+	}
+}
+
+// HTTP/2 over TLS: the longpoll example serves a certificate made for the
+// test by the standard library's generate_cert.go.
+func TestRunOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	gen := exec.Command("go", "run", filepath.Join(runtime.GOROOT(), "src/crypto/tls/generate_cert.go"), "-host", "127.0.0.1")
+	gen.Dir, gen.Stderr = dir, os.Stderr
+	require.NoError(t, gen.Run())
+	srv := testproc.Start(t, "../../examples/longpoll",
+		"-tls-cert", filepath.Join(dir, "cert.pem"), "-tls-key", filepath.Join(dir, "key.pem"))
+	cfg := quick("https://"+srv.Addr, srv.Cmd.Process.Pid)
+
+	// Without -insecure the self-signed certificate is refused: every
+	// request is a connect error and nothing is delivered.
+	res, err := run(t.Context(), withShortWarmup(cfg), nil)
+	require.NoError(t, err)
+	assert.Positive(t, res.Errors["connect"])
+	assert.Zero(t, res.Waiting)
+	assert.Zero(t, res.Delivered)
+
+	cfg.Insecure = true
+	res, err = run(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	assertAllDelivered(t, res, "h2-tls")
+}
+
+func withShortWarmup(cfg config) config {
+	cfg.Subscribers, cfg.Warmup, cfg.Grace, cfg.Duration = 2, 200*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
+	return cfg
+}
+
+// The naive baseline in bench/naive: one broadcast to all reaches all, and
+// the usage figures are read from its process too.
+func TestRunAgainstNaive(t *testing.T) {
+	srv := testproc.Start(t, "../../bench/naive", "-timeout", "2s")
+	cfg := quick("http://"+srv.Addr, srv.Cmd.Process.Pid)
+	cfg.Rounds = 3
+	res, err := run(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	assertAllDelivered(t, res, "http1")
+	assert.Positive(t, res.Server.HeldBytes)
+}
+
+func TestCPUSeconds(t *testing.T) {
+	before, err := cpuSeconds(os.Getpid())
+	require.NoError(t, err)
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+	}
+	after, err := cpuSeconds(os.Getpid())
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, after-before, 0.1, "a busy loop of 0.3 s shows in /proc")
+	_, err = cpuSeconds(1 << 30)
+	assert.Error(t, err, "no such process")
+}

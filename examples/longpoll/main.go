@@ -37,15 +37,17 @@ func main() {
 	history := flag.Int("history", clientmgr.DefaultHistory, "messages kept for ?since= cursors")
 	drain := flag.Duration("drain", 10*time.Second, "how long shutdown waits for requests to finish")
 	headerTimeout := flag.Duration("header-timeout", 10*time.Second, "how long a client may take to send its request headers (slowloris)")
+	certFile := flag.String("tls-cert", "", "serve HTTPS (HTTP/2 and HTTP/1.1) with this certificate (PEM); needs -tls-key")
+	keyFile := flag.String("tls-key", "", "the certificate's private key (PEM)")
 	flag.Parse()
 
-	if err := run(*addr, *workers, *history, *timeout, *drain, *headerTimeout); err != nil {
+	if err := run(*addr, *workers, *history, *timeout, *drain, *headerTimeout, *certFile, *keyFile); err != nil {
 		slog.Error("longpoll", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string, workers, history int, timeout, drain, headerTimeout time.Duration) error {
+func run(addr string, workers, history int, timeout, drain, headerTimeout time.Duration, certFile, keyFile string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -55,10 +57,11 @@ func run(addr string, workers, history int, timeout, drain, headerTimeout time.D
 	if err != nil {
 		return err
 	}
-	// HTTP/1.1, and cleartext HTTP/2 for clients that speak it, where one
-	// connection carries many waiting requests.
+	// HTTP/1.1, and HTTP/2 (cleartext, or over TLS) for clients that speak
+	// it, where one connection carries many waiting requests.
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
 		Addr:              addr,
@@ -71,7 +74,13 @@ func run(addr string, workers, history int, timeout, drain, headerTimeout time.D
 	srv.RegisterOnShutdown(func() { _ = container.Shutdown(context.Background()) })
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() {
+		if certFile != "" || keyFile != "" {
+			errc <- srv.ListenAndServeTLS(certFile, keyFile)
+			return
+		}
+		errc <- srv.ListenAndServe()
+	}()
 	slog.Info("longpoll listening", "addr", addr)
 
 	select {

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// newClients makes the HTTP clients the subscribers share, and names the
+// transport: one client per source address for HTTP/1.1, or one HTTP/2
+// client (h2c, or TLS for an https:// target) whose connections carry many
+// waiting requests each.
+func newClients(cfg config) ([]*http.Client, string) {
+	if strings.HasPrefix(cfg.Target, "https://") {
+		t := &http.Transport{
+			ForceAttemptHTTP2: true,
+			// Loopback only; a test server's certificate is often self-signed.
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: cfg.Insecure},
+		}
+		return []*http.Client{{Transport: t}}, "h2-tls"
+	}
+	if cfg.H2C {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		return []*http.Client{{Transport: &http.Transport{Protocols: &p}}}, "h2c"
+	}
+	n := max(cfg.SourceIPs, 1)
+	clients := make([]*http.Client, n)
+	for i := range clients {
+		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%254))}}
+		clients[i] = &http.Client{Transport: &http.Transport{
+			DialContext:         dialer.DialContext,
+			MaxIdleConnsPerHost: cfg.Subscribers,
+		}}
+	}
+	return clients, "http1"
+}
+
+// A subscriber is one client of the server, receiving until its context
+// ends. It re-polls (or reconnects) at once after every answer.
+type subscriber struct {
+	id     int
+	client *http.Client
+	target string
+	st     *stats
+	seen   map[string]bool // payloads received, for duplicates
+	cursor uint64          // the last Seq received
+}
+
+func (s *subscriber) run(ctx context.Context, mode string) {
+	s.seen = map[string]bool{}
+	for ctx.Err() == nil {
+		var err error
+		switch mode {
+		case modeSSE:
+			err = s.stream(ctx)
+		default:
+			err = s.poll(ctx, mode == modeSince)
+		}
+		if err != nil && ctx.Err() == nil {
+			s.st.fail(err.Error())
+			sleep(ctx, 100*time.Millisecond) // back off, as a real client would
+		}
+	}
+}
+
+// loadError is a failure counted by kind.
+type loadError string
+
+func (e loadError) Error() string { return string(e) }
+
+// request makes a GET whose request, once written, counts as waiting until
+// its answer comes. The transport's own goroutine reports the write (over
+// HTTP/2), hence the atomic.
+func (s *subscriber) request(ctx context.Context, path string) (*http.Request, func()) {
+	var written atomic.Bool
+	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
+		if !written.Swap(true) {
+			s.st.waiting.Add(1)
+		}
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, s.target+path, nil)
+	return req, func() {
+		if written.Swap(true) {
+			s.st.waiting.Add(-1)
+		}
+	}
+}
+
+// poll makes one long-poll and records what it brought.
+func (s *subscriber) poll(ctx context.Context, since bool) error {
+	path := "/subscribe"
+	if since {
+		path += "?since=" + strconv.FormatUint(s.cursor, 10)
+	}
+	req, answered := s.request(ctx, path)
+	s.st.polls.Add(1)
+	resp, err := s.client.Do(req)
+	answered()
+	if err != nil {
+		return loadError("connect")
+	}
+	defer resp.Body.Close()
+	var payloads []string
+	switch {
+	case resp.StatusCode == http.StatusNoContent && !since: // classic: a timeout
+	case resp.StatusCode != http.StatusOK:
+		io.Copy(io.Discard, resp.Body)
+		return loadError(strconv.Itoa(resp.StatusCode))
+	case since:
+		var msgs []struct {
+			Seq  uint64 `json:"seq"`
+			Data string `json:"data"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&msgs); err != nil {
+			return loadError("decode")
+		}
+		for _, m := range msgs {
+			s.cursor = max(s.cursor, m.Seq)
+			payloads = append(payloads, m.Data)
+		}
+	default:
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return loadError("read")
+		}
+		payloads = []string{string(b)}
+	}
+	s.st.deliver(s.id, payloads, s.seen, time.Now())
+	return nil
+}
+
+// stream reads one event stream until it ends, recording each event; the
+// next call resumes after the last event id.
+func (s *subscriber) stream(ctx context.Context) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.target+"/events", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	if s.cursor > 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatUint(s.cursor, 10))
+	}
+	s.st.polls.Add(1)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return loadError("connect")
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, resp.Body)
+		return loadError(strconv.Itoa(resp.StatusCode))
+	}
+	s.st.waiting.Add(1)
+	defer s.st.waiting.Add(-1)
+	r := bufio.NewReader(resp.Body)
+	var id uint64
+	var data []string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return loadError("stream ended")
+		}
+		line = strings.TrimSuffix(line, "\n")
+		switch {
+		case line == "":
+			if data != nil {
+				s.cursor = max(s.cursor, id)
+				s.st.deliver(s.id, []string{strings.Join(data, "\n")}, s.seen, time.Now())
+			}
+			data = nil
+		case strings.HasPrefix(line, "id: "):
+			id, _ = strconv.ParseUint(line[len("id: "):], 10, 64)
+		case strings.HasPrefix(line, "data: "):
+			data = append(data, line[len("data: "):])
+		}
+	}
+}
