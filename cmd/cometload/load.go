@@ -27,6 +27,7 @@ type config struct {
 	Mode        string        // modeSince, modeClassic or modeSSE
 	SourceIPs   int           // spread HTTP/1.1 clients over 127.0.0.1 … 127.0.0.N (ports per address are limited)
 	H2C         bool          // use cleartext HTTP/2 (many requests per connection) for an http:// target
+	Streams     int           // HTTP/2: waiting requests per connection
 	Insecure    bool          // for an https:// target: accept a self-signed certificate
 	Rate        float64       // publishing ticks per second
 	Burst       int           // messages published back to back at each tick
@@ -108,23 +109,26 @@ func run(ctx context.Context, cfg config, progress io.Writer) (result, error) {
 			return result{}, err
 		}
 	}
-	clients, transport := newClients(cfg)
+	clients, pubClient, transport := newClients(cfg)
 	defer func() {
-		for _, c := range clients {
+		for _, c := range append(clients, pubClient) {
 			c.CloseIdleConnections()
 		}
 	}()
 	st := newStats(cfg.Subscribers)
 
-	// The subscribers run until subCtx ends; wg.Wait below waits for them.
+	// The subscribers run until subCtx ends; every return below stops
+	// them and waits for them.
 	subCtx, stopSubs := context.WithCancel(ctx)
-	defer stopSubs()
 	var wg sync.WaitGroup
+	defer func() {
+		stopSubs()
+		wg.Wait()
+	}()
 	for i := range cfg.Subscribers {
 		s := &subscriber{id: i, client: clients[i%len(clients)], target: cfg.Target, st: st}
 		wg.Go(func() { s.run(subCtx, cfg.Mode) })
 	}
-	defer wg.Wait()
 
 	waiting := awaitWaiting(ctx, st, cfg.Subscribers, cfg.Warmup, progress)
 	if ctx.Err() != nil {
@@ -138,7 +142,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (result, error) {
 		usage.held(waiting)
 	}
 
-	p := &publisher{client: clients[0], cfg: cfg, st: st, progress: progress}
+	p := &publisher{client: pubClient, cfg: cfg, st: st, progress: progress}
 	var published int
 	if cfg.Rounds > 0 {
 		published = p.rounds(ctx)
@@ -153,7 +157,6 @@ func run(ctx context.Context, cfg config, progress io.Writer) (result, error) {
 	}
 	stopSubs()
 	wg.Wait()
-
 	res := st.result(cfg, published)
 	res.Transport, res.Waiting = transport, waiting
 	if usage != nil {

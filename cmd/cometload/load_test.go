@@ -47,7 +47,7 @@ func TestConfigErrors(t *testing.T) {
 // quick is a short run; tests change what they look at.
 func quick(target string, pid int) config {
 	return config{
-		Target: target, Subscribers: 40, Mode: modeSince, SourceIPs: 4, ServerPID: pid,
+		Target: target, Subscribers: 40, Mode: modeSince, SourceIPs: 4, Streams: 15, ServerPID: pid,
 		Rate: 40, Burst: 1, Duration: 500 * time.Millisecond,
 		Settle: 50 * time.Millisecond, Warmup: 10 * time.Second, Grace: 10 * time.Second,
 	}
@@ -124,7 +124,7 @@ func TestRunOverTLS(t *testing.T) {
 	// request is a connect error and nothing is delivered.
 	res, err := run(t.Context(), withShortWarmup(cfg), nil)
 	require.NoError(t, err)
-	assert.Positive(t, res.Errors["connect"])
+	assert.Positive(t, res.Errors["certificate"])
 	assert.Zero(t, res.Waiting)
 	assert.Zero(t, res.Delivered)
 
@@ -137,6 +137,21 @@ func TestRunOverTLS(t *testing.T) {
 func withShortWarmup(cfg config) config {
 	cfg.Subscribers, cfg.Warmup, cfg.Grace, cfg.Duration = 2, 200*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
 	return cfg
+}
+
+// A server that dies in the middle of a run ends the run with an error (its
+// /proc entry is gone) instead of leaving it waiting.
+func TestRunEndsWhenTheServerDies(t *testing.T) {
+	srv := testproc.Start(t, "../../examples/longpoll")
+	cfg := quick("http://"+srv.Addr, srv.Cmd.Process.Pid)
+	cfg.Subscribers, cfg.Warmup = 10, 300*time.Millisecond
+	cfg.Settle = time.Second
+	go func() {
+		time.Sleep(500 * time.Millisecond) // after the warm-up, during the settle
+		srv.Cmd.Process.Kill()
+	}()
+	_, err := run(t.Context(), cfg, nil)
+	assert.Error(t, err)
 }
 
 // The naive baseline in bench/naive: one broadcast to all reaches all, and

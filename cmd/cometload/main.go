@@ -44,6 +44,7 @@ func main() {
 	flag.StringVar(&cfg.Mode, "mode", modeSince, "subscriber protocol: since (long-poll with a cursor), classic (long-poll without) or sse")
 	flag.IntVar(&cfg.SourceIPs, "source-ips", 1, "spread HTTP/1.1 connections over 127.0.0.1..127.0.0.N (each address has ~28k ports)")
 	flag.BoolVar(&cfg.H2C, "h2c", false, "use cleartext HTTP/2 for an http:// target: many waiting requests per connection")
+	flag.IntVar(&cfg.Streams, "streams", 200, "HTTP/2: waiting requests per connection (Go servers allow 250 by default)")
 	flag.BoolVar(&cfg.Insecure, "insecure", false, "https:// target: accept a self-signed certificate")
 	flag.Float64Var(&cfg.Rate, "rate", 5, "publishing ticks per second")
 	flag.IntVar(&cfg.Burst, "burst", 1, "messages published back to back at each tick")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -12,37 +13,53 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
-// newClients makes the HTTP clients the subscribers share, and names the
-// transport: one client per source address for HTTP/1.1, or one HTTP/2
-// client (h2c, or TLS for an https:// target) whose connections carry many
-// waiting requests each.
-func newClients(cfg config) ([]*http.Client, string) {
-	if strings.HasPrefix(cfg.Target, "https://") {
-		t := &http.Transport{
-			ForceAttemptHTTP2: true,
-			// Loopback only; a test server's certificate is often self-signed.
-			TLSClientConfig: &tls.Config{InsecureSkipVerify: cfg.Insecure},
-		}
-		return []*http.Client{{Transport: t}}, "h2-tls"
-	}
-	if cfg.H2C {
+// newClients makes the HTTP clients the subscribers share, one for the
+// publisher, and names the transport. HTTP/1.1: one client per source
+// address, a connection per waiting request. HTTP/2 (h2c, or TLS for an
+// https:// target): one client per cfg.Streams subscribers, each held to a
+// single connection, because a transport that may open more dials a new
+// connection for nearly every request of a burst before the first
+// connection's settings arrive, and runs out of files.
+func newClients(cfg config) (subscribers []*http.Client, publisher *http.Client, transport string) {
+	h2 := func() *http.Transport {
+		t := &http.Transport{HTTP2: &http.HTTP2Config{StrictMaxConcurrentRequests: true}}
 		var p http.Protocols
-		p.SetUnencryptedHTTP2(true)
-		return []*http.Client{{Transport: &http.Transport{Protocols: &p}}}, "h2c"
+		if strings.HasPrefix(cfg.Target, "https://") {
+			p.SetHTTP2(true)
+			// Loopback only; a test server's certificate is often self-signed.
+			t.TLSClientConfig = &tls.Config{InsecureSkipVerify: cfg.Insecure}
+		} else {
+			p.SetUnencryptedHTTP2(true)
+		}
+		t.Protocols = &p
+		return t
 	}
-	n := max(cfg.SourceIPs, 1)
-	clients := make([]*http.Client, n)
+	switch {
+	case strings.HasPrefix(cfg.Target, "https://"):
+		transport = "h2-tls"
+	case cfg.H2C:
+		transport = "h2c"
+	default:
+		clients := make([]*http.Client, max(cfg.SourceIPs, 1))
+		for i := range clients {
+			dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%254))}}
+			clients[i] = &http.Client{Transport: &http.Transport{
+				DialContext:         dialer.DialContext,
+				MaxIdleConnsPerHost: cfg.Subscribers,
+			}}
+		}
+		return clients, &http.Client{}, "http1"
+	}
+	streams := max(cfg.Streams, 1)
+	clients := make([]*http.Client, (cfg.Subscribers+streams-1)/streams)
 	for i := range clients {
-		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%254))}}
-		clients[i] = &http.Client{Transport: &http.Transport{
-			DialContext:         dialer.DialContext,
-			MaxIdleConnsPerHost: cfg.Subscribers,
-		}}
+		clients[i] = &http.Client{Transport: h2()}
 	}
-	return clients, "http1"
+	return clients, &http.Client{Transport: h2()}, transport
 }
 
 // A subscriber is one client of the server, receiving until its context
@@ -78,6 +95,33 @@ type loadError string
 
 func (e loadError) Error() string { return string(e) }
 
+// classify names a failed request's error by kind, for the report.
+func classify(err error) loadError {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection reset"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return "no free local port"
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return "too many open files"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		return "certificate"
+	}
+	// Anything else by its message, cut short: HTTP/2 stream and
+	// connection errors end up here.
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "Get ") {
+		msg = msg[i+2:]
+	}
+	return loadError(msg[:min(len(msg), 60)])
+}
+
 // request makes a GET whose request, once written, counts as waiting until
 // its answer comes. The transport's own goroutine reports the write (over
 // HTTP/2), hence the atomic.
@@ -107,7 +151,7 @@ func (s *subscriber) poll(ctx context.Context, since bool) error {
 	resp, err := s.client.Do(req)
 	answered()
 	if err != nil {
-		return loadError("connect")
+		return classify(err)
 	}
 	defer resp.Body.Close()
 	var payloads []string
@@ -150,7 +194,7 @@ func (s *subscriber) stream(ctx context.Context) error {
 	s.st.polls.Add(1)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return loadError("connect")
+		return classify(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
