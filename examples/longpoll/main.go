@@ -33,6 +33,7 @@ import (
 func main() {
 	addr := flag.String("addr", ":8080", "listen address")
 	workers := flag.Int("workers", 0, "dispatch workers (0: the default, 256 per CPU)")
+	queue := flag.Int("queue", continuation.DefaultQueueSize, "new requests that may wait for a worker (size it to the clients one broadcast wakes: they all re-poll at once)")
 	timeout := flag.Duration("timeout", 25*time.Second, "how long a subscriber waits (proxies often cut at 30s)")
 	history := flag.Int("history", clientmgr.DefaultHistory, "messages kept for ?since= cursors")
 	drain := flag.Duration("drain", 10*time.Second, "how long shutdown waits for requests to finish")
@@ -41,19 +42,19 @@ func main() {
 	keyFile := flag.String("tls-key", "", "the certificate's private key (PEM)")
 	flag.Parse()
 
-	if err := run(*addr, *workers, *history, *timeout, *drain, *headerTimeout, *certFile, *keyFile); err != nil {
+	if err := run(*addr, *workers, *queue, *history, *timeout, *drain, *headerTimeout, *certFile, *keyFile); err != nil {
 		slog.Error("longpoll", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string, workers, history int, timeout, drain, headerTimeout time.Duration, certFile, keyFile string) error {
+func run(addr string, workers, queue, history int, timeout, drain, headerTimeout time.Duration, certFile, keyFile string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	mgr := clientmgr.New(clientmgr.WithHistory(history))
 	defer mgr.Close()
-	container, err := newContainer(mgr, continuation.WithWorkers(workers), continuation.WithDefaultTimeout(timeout))
+	container, err := newContainer(mgr, continuation.WithWorkers(workers), continuation.WithQueueSize(queue), continuation.WithDefaultTimeout(timeout))
 	if err != nil {
 		return err
 	}
