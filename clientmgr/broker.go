@@ -35,7 +35,29 @@ type Node interface {
 	// Append assigns msg the topic's next Seq from the node's own history
 	// and delivers it: the whole of publishing for a single node.
 	Append(topic string, data []byte, at time.Time) (Message, error)
+	// LastSeq returns the last Seq of the topic the node has (0 if none),
+	// for a broker to see what it is missing.
+	LastSeq(topic string) uint64
+	// Topics returns the names of the topics the node holds, for a broker
+	// to catch up on after it lost its connection.
+	Topics() []string
 }
+
+// A SyncBroker is a Broker whose engine keeps each topic's history for
+// every node. A node's own copy of a topic can be behind the engine: it
+// has not seen the topic yet (it started after the messages were
+// published), or a client re-polls it with a cursor it got from a node
+// that heard of the message first. Before answering such a cursor (in
+// Register, Since and LastSeq) the Manager calls Sync, which must bring the
+// node's copy up to date through Node.Deliver, within ctx.
+type SyncBroker interface {
+	Broker
+	Sync(ctx context.Context, topic string) error
+}
+
+// syncTimeout bounds the wait for a SyncBroker in Register, Since and
+// LastSeq: past it, the node answers from what it has.
+const syncTimeout = time.Second
 
 // NewInProcessBroker returns the single-node broker: Publish appends to the
 // Manager's own topic history, under the topic's lock, so Seq is assigned

@@ -100,3 +100,80 @@ func TestDeliverIgnoresDuplicates(t *testing.T) {
 		assert.Len(t, msgs, 1)
 	})
 }
+
+// logBroker stands in for an engine that keeps each topic's log (Redis
+// streams) but is slow to tell the other nodes: Publish delivers only to
+// the publishing node, and the others hear of it when they Sync.
+type logBroker struct {
+	log  *engineLog
+	node clientmgr.Node
+	fail bool // Sync fails, as with the engine unreachable
+}
+
+type engineLog struct {
+	mu   sync.Mutex
+	msgs map[string][]clientmgr.Message
+}
+
+func (b *logBroker) Attach(n clientmgr.Node) error { b.node = n; return nil }
+func (b *logBroker) Close() error                  { return nil }
+
+func (b *logBroker) Publish(ctx context.Context, topic string, data []byte) (clientmgr.Message, error) {
+	b.log.mu.Lock()
+	msg := clientmgr.Message{Topic: topic, Seq: uint64(len(b.log.msgs[topic]) + 1), Data: data, Time: time.Now()}
+	b.log.msgs[topic] = append(b.log.msgs[topic], msg)
+	b.log.mu.Unlock()
+	b.node.Deliver(msg)
+	return msg, nil
+}
+
+func (b *logBroker) Sync(ctx context.Context, topic string) error {
+	if b.fail {
+		return errNoEngine
+	}
+	b.log.mu.Lock()
+	defer b.log.mu.Unlock()
+	for _, msg := range b.log.msgs[topic][b.node.LastSeq(topic):] {
+		b.node.Deliver(msg)
+	}
+	return nil
+}
+
+// With a SyncBroker a node answers cursors it has not caught up with from
+// the shared log: a topic it has never seen, and a cursor from a node that
+// heard first. Without the log (Sync failing) it answers from its own copy.
+func TestSyncBrokerCatchesUpBeforeAnswering(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		log := &engineLog{msgs: map[string][]clientmgr.Message{}}
+		onB := &logBroker{log: log}
+		a := clientmgr.New(clientmgr.WithBroker(&logBroker{log: log}))
+		b := clientmgr.New(clientmgr.WithBroker(onB))
+		defer a.Close()
+		defer b.Close()
+		for _, m := range []string{"one", "two", "three"} {
+			broadcast(t, a, "room", m)
+		}
+		assert.Equal(t, uint64(3), b.LastSeq("room"), "a topic new to b")
+		msgs, complete := b.Since("room", 1)
+		assert.True(t, complete)
+		assert.Len(t, msgs, 2)
+
+		// A client that saw Seq 4 on a re-polls b, which has not heard of
+		// it: it waits for Seq 5 rather than getting the history again.
+		broadcast(t, a, "room", "four")
+		poll := start(longPoll(t, b, nil), "/?topic=room&after=4")
+		synctest.Wait()
+		select {
+		case <-poll.done:
+			t.Fatalf("answered at once: %q", poll.rec.Body.String())
+		default:
+		}
+		broadcast(t, b, "room", "five")
+		assert.Equal(t, "room/5:five\n", poll.wait().Body.String())
+
+		// Without the log, b answers from its own copy.
+		onB.fail = true
+		broadcast(t, a, "room", "six")
+		assert.Equal(t, uint64(5), b.LastSeq("room"))
+	})
+}

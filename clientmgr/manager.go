@@ -107,6 +107,7 @@ func (m *Manager) Register(topicName string, after uint64, c *continuation.Conti
 	case c == nil || !c.IsSuspended():
 		return ErrNotSuspended
 	}
+	m.syncIfBehind(topicName, after)
 	cl := m.clientFor(c)
 	now := time.Now()
 	s := m.shard(topicName)
@@ -259,6 +260,7 @@ func (m *Manager) deliverLocked(t *topic, msg Message) {
 // when `after` is larger than the topic's last Seq (a cursor from before a
 // restart), in which case the whole history is returned.
 func (m *Manager) Since(topicName string, after uint64) (msgs []Message, complete bool) {
+	m.syncIfBehind(topicName, after)
 	s := m.shard(topicName)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -272,6 +274,11 @@ func (m *Manager) Since(topicName string, after uint64) (msgs []Message, complet
 // LastSeq returns the topic's last Seq (0 if it has none), for subscribers
 // that want only what comes next.
 func (m *Manager) LastSeq(topicName string) uint64 {
+	m.syncIfBehind(topicName, 0)
+	return m.lastSeq(topicName)
+}
+
+func (m *Manager) lastSeq(topicName string) uint64 {
 	s := m.shard(topicName)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -279,6 +286,32 @@ func (m *Manager) LastSeq(topicName string) uint64 {
 		return t.last
 	}
 	return 0
+}
+
+// syncIfBehind asks a SyncBroker to bring the topic up to date when this
+// node cannot answer a cursor from its own copy: it does not hold the
+// topic, or the cursor is ahead of it. With any other broker the node's
+// copy is the whole truth, and a cursor ahead of it is from before a
+// restart.
+func (m *Manager) syncIfBehind(topicName string, after uint64) {
+	sb, ok := m.broker.(SyncBroker)
+	if !ok || !validTopic(topicName) {
+		return
+	}
+	s := m.shard(topicName)
+	s.mu.Lock()
+	t := s.topics[topicName]
+	behind := t == nil || after > t.last
+	s.mu.Unlock()
+	if !behind {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	defer cancel()
+	if err := sb.Sync(ctx, topicName); err != nil {
+		// Answer from what this node has; the broker counts and retries.
+		m.metrics.syncFailed.Inc()
+	}
 }
 
 // Count returns the number of continuations registered on topic now.
@@ -386,6 +419,15 @@ type node struct{ m *Manager }
 func (n node) Deliver(msg Message) { n.m.deliver(msg) }
 func (n node) Append(topic string, data []byte, at time.Time) (Message, error) {
 	return n.m.appendLocal(topic, data, at)
+}
+func (n node) LastSeq(topic string) uint64 { return n.m.lastSeq(topic) }
+func (n node) Topics() []string {
+	infos := n.m.Topics("")
+	names := make([]string, len(infos))
+	for i, t := range infos {
+		names[i] = t.Name
+	}
+	return names
 }
 
 // failedBroker stands in for a broker that could not attach.

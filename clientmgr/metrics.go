@@ -12,6 +12,7 @@ type metrics struct {
 	messages     prometheus.Counter
 	deliveries   prometheus.Counter
 	batchDropped prometheus.Counter
+	syncFailed   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,6 +32,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		batchDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cometkit_clientmgr_batch_dropped_total", Help: "Messages dropped from a full batch (WithMaxBatch); the client gets them again from the history.",
 		}),
+		syncFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cometkit_clientmgr_sync_failed_total", Help: "Times a SyncBroker could not bring a topic up to date before a cursor was answered; the node answered from its own copy.",
+		}),
 	}
 	if reg != nil {
 		var err error
@@ -39,6 +43,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.messages = promreg.Register(reg, m.messages, &err)
 		m.deliveries = promreg.Register(reg, m.deliveries, &err)
 		m.batchDropped = promreg.Register(reg, m.batchDropped, &err)
+		m.syncFailed = promreg.Register(reg, m.syncFailed, &err)
 		// A clash with another collector leaves that metric unregistered;
 		// New has no error result, and the Manager works the same.
 	}
