@@ -4,6 +4,11 @@
 // (SSE), both catching up from the client's cursor so no message is lost.
 //
 //	go run ./examples/chat            # then open http://localhost:8080
+//
+// With -redis, it is one node of several sharing rooms through Redis:
+//
+//	go run ./examples/chat -addr :8081 -redis redis://127.0.0.1:6379/0 &
+//	go run ./examples/chat -addr :8082 -redis redis://127.0.0.1:6379/0
 package main
 
 import (
@@ -28,6 +33,7 @@ func main() {
 	timeout := flag.Duration("timeout", 20*time.Second, "how long a poll waits (keep it under the 30 s proxies allow)")
 	history := flag.Int("history", clientmgr.DefaultHistory, "messages kept per room")
 	drain := flag.Duration("drain", 10*time.Second, "how long shutdown waits for requests to finish")
+	redisURL := flag.String("redis", "", "share rooms with other nodes through this Redis (redis://host:port/db)")
 	flag.Parse()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -36,6 +42,7 @@ func main() {
 		history:     *history,
 		dispatch:    []continuation.Option{continuation.WithWorkers(*workers), continuation.WithQueueSize(*queue)},
 		logger:      logger,
+		redisURL:    *redisURL,
 	}
 	if err := run(*addr, cfg, *drain); err != nil {
 		logger.Error("chat", "err", err)
@@ -47,7 +54,10 @@ func run(addr string, cfg config, drain time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	s := newServer(cfg)
+	s, err := newServer(cfg)
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{Addr: addr, Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	// http.Server.Shutdown does not wake waiting clients; the server's
 	// continuations do, so every one is answered before the process exits.
@@ -64,7 +74,7 @@ func run(addr string, cfg config, drain time.Duration) error {
 	cfg.logger.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	err := srv.Shutdown(shutdownCtx)
+	err = srv.Shutdown(shutdownCtx)
 	if err != nil {
 		srv.Close()
 	}

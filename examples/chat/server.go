@@ -20,6 +20,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/cometkit/cometkit/clientmgr"
+	"github.com/cometkit/cometkit/clientmgr/redisbroker"
 	"github.com/cometkit/cometkit/continuation"
 	"github.com/cometkit/cometkit/middleware"
 )
@@ -33,6 +34,7 @@ type config struct {
 	history     int           // messages kept per room
 	dispatch    []continuation.Option
 	logger      *slog.Logger
+	redisURL    string // if set, rooms are shared with the other nodes on this Redis
 }
 
 // An event is what a room's clients receive: a message, or a nick joining
@@ -68,13 +70,24 @@ type limiter struct {
 }
 
 // newServer builds the chat server and starts its one goroutine, which
-// expires absent nicks and idle rate limiters; Close stops it.
-func newServer(cfg config) *server {
+// expires absent nicks and idle rate limiters; Close stops it. With a
+// Redis URL it is one node of several: rooms, messages and cursors are
+// shared through Redis (presence stays per node).
+func newServer(cfg config) (*server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mgrOpts := []clientmgr.Option{clientmgr.WithHistory(cfg.history), clientmgr.WithMetrics(reg)}
+	if cfg.redisURL != "" {
+		b, err := redisbroker.Open(cfg.redisURL, redisbroker.WithHistory(cfg.history),
+			redisbroker.WithMetrics(reg), redisbroker.WithLogger(cfg.logger))
+		if err != nil {
+			return nil, err
+		}
+		mgrOpts = append(mgrOpts, clientmgr.WithBroker(b)) // closed by the Manager
+	}
 	s := &server{
 		cfg:      cfg,
-		mgr:      clientmgr.New(clientmgr.WithHistory(cfg.history), clientmgr.WithMetrics(reg)),
+		mgr:      clientmgr.New(mgrOpts...),
 		mw:       middleware.New(append([]continuation.Option{continuation.WithMetrics(reg), continuation.WithLogger(cfg.logger)}, cfg.dispatch...)...),
 		present:  newPresence(),
 		registry: reg,
@@ -84,7 +97,7 @@ func newServer(cfg config) *server {
 	}
 	s.handler = s.routes()
 	go s.sweep()
-	return s
+	return s, nil
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }

@@ -32,7 +32,15 @@ type chat struct {
 
 func newChat(t *testing.T, pollTimeout time.Duration) *chat {
 	t.Helper()
-	s := newServer(config{pollTimeout: pollTimeout, history: 256, logger: slog.New(slog.DiscardHandler)})
+	return newChatNode(t, pollTimeout, "")
+}
+
+// newChatNode is a chat server sharing its rooms through the Redis at
+// redisURL ("" for none).
+func newChatNode(t *testing.T, pollTimeout time.Duration, redisURL string) *chat {
+	t.Helper()
+	s, err := newServer(config{pollTimeout: pollTimeout, history: 256, logger: slog.New(slog.DiscardHandler), redisURL: redisURL})
+	require.NoError(t, err)
 	ts := httptest.NewServer(s)
 	c := &chat{t: t, s: s, ts: ts, client: ts.Client()}
 	t.Cleanup(func() {
