@@ -45,11 +45,16 @@ func newClients(cfg config) (subscribers []*http.Client, publisher *http.Client,
 		transport = "h2c"
 	default:
 		clients := make([]*http.Client, max(cfg.SourceIPs, 1))
+		share := (cfg.Subscribers + len(clients) - 1) / len(clients)
 		for i := range clients {
 			dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%254))}}
 			clients[i] = &http.Client{Transport: &http.Transport{
 				DialContext:         dialer.DialContext,
-				MaxIdleConnsPerHost: cfg.Subscribers,
+				MaxIdleConnsPerHost: share,
+				// A subscriber re-polls before its last connection is back
+				// in the pool; unbounded, the transport would dial another
+				// for it, and near the file limit run out.
+				MaxConnsPerHost: share,
 			}}
 		}
 		return clients, &http.Client{}, "http1"
