@@ -23,7 +23,8 @@ ROUNDS=${ROUNDS:-10}
 STEADY=${STEADY:-20s}
 OUT=bench/results
 BIN=$(mktemp -d)
-trap 'rm -rf "$BIN"' EXIT
+server_pid=""
+trap 'if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi; rm -rf "$BIN"' EXIT
 
 if ! command -v gnuplot >/dev/null; then
 	echo "run.sh: installing gnuplot (Debian package) for the plot" >&2
@@ -44,6 +45,7 @@ measure() {
 	naive) "$BIN/naive" -addr 127.0.0.1:$port -timeout 60s 2>/dev/null & ;;
 	esac
 	local pid=$!
+	server_pid=$pid
 	for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 	local load=(-target http://127.0.0.1:$port -n "$n" -pid "$pid" -quiet -warmup 3m -grace 90s)
 	if [ "$transport" = h2c ]; then load+=(-h2c); else load+=(-source-ips 4); fi
@@ -57,6 +59,7 @@ measure() {
 		echo "{\"server\":\"$server\",\"phase\":\"$phase\",\"transport\":\"$transport\",\"result\":$line}" >>"$OUT/results.jsonl"
 	done
 	kill "$pid"; wait "$pid" 2>/dev/null || true
+	server_pid=""
 }
 
 for n in $SIZES; do for s in cometkit naive; do measure $s "$n" http1; done; done
