@@ -41,6 +41,11 @@ type Node interface {
 	// Topics returns the names of the topics the node holds, for a broker
 	// to catch up on after it lost its connection.
 	Topics() []string
+	// Reset empties the node's history of topic, keeping its subscribers:
+	// the engine started the topic's Seq again from 1 (it lost its data),
+	// and the messages of the new sequence must not be taken for ones
+	// the node already has.
+	Reset(topic string)
 }
 
 // A SyncBroker is a Broker whose engine keeps each topic's history for

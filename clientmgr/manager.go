@@ -288,6 +288,18 @@ func (m *Manager) lastSeq(topicName string) uint64 {
 	return 0
 }
 
+// resetTopic empties a topic's history; its subscribers stay registered
+// and get what comes next.
+func (m *Manager) resetTopic(topicName string) {
+	s := m.shard(topicName)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t := s.topics[topicName]; t != nil {
+		clear(t.ring)
+		t.last = 0
+	}
+}
+
 // syncIfBehind asks a SyncBroker to bring the topic up to date when this
 // node cannot answer a cursor from its own copy: it does not hold the
 // topic, or the cursor is ahead of it. With any other broker the node's
@@ -421,6 +433,7 @@ func (n node) Append(topic string, data []byte, at time.Time) (Message, error) {
 	return n.m.appendLocal(topic, data, at)
 }
 func (n node) LastSeq(topic string) uint64 { return n.m.lastSeq(topic) }
+func (n node) Reset(topic string)          { n.m.resetTopic(topic) }
 func (n node) Topics() []string {
 	infos := n.m.Topics("")
 	names := make([]string, len(infos))

@@ -36,8 +36,9 @@ type Broker struct {
 	// topic is delivered in Seq order. A channel of one rather than a
 	// mutex, so that Publish and Sync stop waiting for their turn when
 	// their context ends.
-	turn chan struct{}
-	node clientmgr.Node
+	turn   chan struct{}
+	node   clientmgr.Node
+	epochs map[string]uint64 // per topic, the epoch of the sequence the node holds; in turn
 
 	ctx    context.Context // ends at Close: stops retries
 	cancel context.CancelFunc
@@ -57,7 +58,8 @@ func New(rdb redis.UniversalClient, opts ...Option) *Broker {
 		rdb: rdb, cfg: cfg, metrics: newMetrics(cfg.registerer),
 		channel: cfg.prefix + ":messages",
 		ctx:     ctx, cancel: cancel, done: make(chan struct{}),
-		turn: make(chan struct{}, 1),
+		turn:   make(chan struct{}, 1),
+		epochs: make(map[string]uint64),
 	}
 }
 
@@ -161,7 +163,8 @@ func (b *Broker) inTurn(ctx context.Context, f func() error) error {
 // deliver hands msg to the node after whatever of its topic the node
 // lacks before it, read from the stream. If that read fails msg is not
 // delivered either: a message must not overtake a gap. It runs in turn.
-func (b *Broker) deliver(ctx context.Context, msg clientmgr.Message) error {
+func (b *Broker) deliver(ctx context.Context, msg envelope) error {
+	b.checkEpoch(msg)
 	last := b.node.LastSeq(msg.Topic)
 	if msg.Seq <= last {
 		return nil // delivered already (by Publish, a repair or a Sync)
@@ -177,8 +180,21 @@ func (b *Broker) deliver(ctx context.Context, msg clientmgr.Message) error {
 		}
 		b.metrics.recovered.Add(float64(n))
 	}
-	b.node.Deliver(msg)
+	b.node.Deliver(msg.Message)
 	return nil
+}
+
+// checkEpoch resets the node's copy of a topic whose sequence started
+// again (Redis lost its data): the new Seqs are new messages. It runs in
+// turn.
+func (b *Broker) checkEpoch(msg envelope) {
+	if known, ok := b.epochs[msg.Topic]; ok && known != msg.epoch && b.node.LastSeq(msg.Topic) > 0 {
+		b.node.Reset(msg.Topic)
+		b.metrics.resets.Inc()
+		b.cfg.logger.Warn("redisbroker: the topic's sequence started again in Redis; its history on this node is dropped",
+			"topic", msg.Topic, "seq", msg.Seq)
+	}
+	b.epochs[msg.Topic] = msg.epoch
 }
 
 // fill delivers, in order, the topic's messages from the stream that the
@@ -214,7 +230,8 @@ func (b *Broker) fill(ctx context.Context, topic string, until uint64) (int, err
 			b.metrics.errors.WithLabelValues("decode").Inc()
 			continue
 		}
-		b.node.Deliver(msg)
+		b.checkEpoch(msg)
+		b.node.Deliver(msg.Message)
 	}
 	return len(entries), nil
 }
@@ -247,16 +264,20 @@ func (b *Broker) Publish(ctx context.Context, topic string, data []byte) (client
 		defer cancel()
 	}
 	now := time.Now()
-	seq, err := publishScript.Run(ctx, b.rdb, []string{b.seqKey(topic), b.logKey(topic)},
-		b.channel, b.cfg.history, now.UnixNano(), topic, data).Int64()
+	reply, err := publishScript.Run(ctx, b.rdb, []string{b.seqKey(topic), b.logKey(topic), b.epochKey(topic)},
+		b.channel, b.cfg.history, now.UnixNano(), topic, data).Slice()
+	var seq, epoch uint64
+	if err == nil {
+		seq, epoch, err = parseReply(reply)
+	}
 	if err != nil {
 		b.metrics.errors.WithLabelValues("publish").Inc()
 		return clientmgr.Message{}, fmt.Errorf("redisbroker: publish on %q: %w", topic, err)
 	}
-	msg := clientmgr.Message{Topic: topic, Seq: uint64(seq), Data: data, Time: now}
+	msg := envelope{clientmgr.Message{Topic: topic, Seq: seq, Data: data, Time: now}, epoch}
 	// Published either way; if this fails, the channel brings it here.
 	_ = b.inTurn(ctx, func() error { return b.deliver(ctx, msg) })
-	return msg, nil
+	return msg.Message, nil
 }
 
 // Sync brings the node's copy of topic up to date with its stream
@@ -298,8 +319,22 @@ func (b *Broker) Close() error {
 
 // The keys of a topic share a hash tag, so that the script's keys are in
 // one slot on a Redis Cluster.
-func (b *Broker) seqKey(topic string) string { return b.cfg.prefix + ":{" + topic + "}:seq" }
-func (b *Broker) logKey(topic string) string { return b.cfg.prefix + ":{" + topic + "}:log" }
+func (b *Broker) seqKey(topic string) string   { return b.cfg.prefix + ":{" + topic + "}:seq" }
+func (b *Broker) logKey(topic string) string   { return b.cfg.prefix + ":{" + topic + "}:log" }
+func (b *Broker) epochKey(topic string) string { return b.cfg.prefix + ":{" + topic + "}:epoch" }
+
+// parseReply reads publishScript's {seq, epoch}.
+func parseReply(reply []any) (seq, epoch uint64, err error) {
+	if len(reply) != 2 {
+		return 0, 0, fmt.Errorf("%w: script reply %v", errBadPayload, reply)
+	}
+	n, ok := reply[0].(int64)
+	e, errEpoch := strconv.ParseUint(fmt.Sprint(reply[1]), 10, 64)
+	if !ok || n < 1 || errEpoch != nil {
+		return 0, 0, fmt.Errorf("%w: script reply %v", errBadPayload, reply)
+	}
+	return uint64(n), e, nil
+}
 
 // streamID is the stream entry ID of a Seq: the Seq itself.
 func streamID(seq uint64) string { return strconv.FormatUint(seq, 10) + "-0" }

@@ -239,9 +239,11 @@ func TestGapRepairedFromTheStream(t *testing.T) {
 	raw := redis.NewClient(&redis.Options{Addr: r.Addr})
 	defer raw.Close()
 	require.NoError(t, raw.Incr(t.Context(), "cometkit:{room}:seq").Err())
+	epoch, err := raw.Get(t.Context(), "cometkit:{room}:epoch").Result()
+	require.NoError(t, err)
 	require.NoError(t, raw.XAdd(t.Context(), &redis.XAddArgs{
 		Stream: "cometkit:{room}:log", ID: "2-0",
-		Values: map[string]any{"t": strconv.FormatInt(time.Now().UnixNano(), 10), "d": "lost on the channel"},
+		Values: map[string]any{"t": strconv.FormatInt(time.Now().UnixNano(), 10), "e": epoch, "d": "lost on the channel"},
 	}).Err())
 
 	wait := pollAsync(a, "room", 1)
@@ -365,6 +367,37 @@ func TestRestartMidStream(t *testing.T) {
 	for i, got := range received {
 		assert.Subset(t, got, acked, "client %d has every acknowledged message", i)
 	}
+}
+
+// Redis loses its data (FLUSHALL stands in for a restart without
+// persistence): the topic's Seq starts again at 1 under a new epoch, and
+// the node drops its copy rather than ignore Seqs it has seen: a client
+// waiting with the old cursor gets the new message, and one re-polling
+// with it gets the new history.
+func TestRedisLosesItsData(t *testing.T) {
+	r := testredis.Start(t)
+	a := newNode(t, r.Addr)
+	for _, m := range []string{"one", "two", "three"} {
+		_, err := a.mgr.Broadcast(t.Context(), "room", []byte(m))
+		require.NoError(t, err)
+	}
+	wait := pollAsync(a, "room", 3)
+	awaitRegistered(t, a.mgr, "room", 1)
+
+	raw := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer raw.Close()
+	require.NoError(t, raw.FlushAll(t.Context()).Err())
+	msg, err := a.mgr.Broadcast(t.Context(), "room", []byte("after the loss"))
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), msg.Seq)
+	res := <-wait
+	require.NoError(t, res.err)
+	assert.Equal(t, []message{{1, "after the loss"}}, res.msgs)
+	assert.Equal(t, 1.0, a.metric("cometkit_redis_sequence_resets_total"))
+
+	msgs, err := a.poll(t.Context(), "room", 3)
+	require.NoError(t, err)
+	assert.Equal(t, []message{{1, "after the loss"}}, msgs, "a cursor from before the loss gets the new history")
 }
 
 func TestOpen(t *testing.T) {

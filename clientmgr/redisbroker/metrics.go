@@ -11,6 +11,7 @@ type metrics struct {
 	reconnects prometheus.Counter
 	gaps       prometheus.Counter
 	recovered  prometheus.Counter
+	resets     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -28,6 +29,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		recovered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cometkit_redis_messages_recovered_total", Help: "Messages read from streams rather than the channel: repairs, catch-ups and syncs.",
 		}),
+		resets: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cometkit_redis_sequence_resets_total", Help: "Topics whose Seq started again in Redis (it lost its data), so this node dropped its copy.",
+		}),
 	}
 	if reg != nil {
 		var err error
@@ -35,6 +39,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.reconnects = promreg.Register(reg, m.reconnects, &err)
 		m.gaps = promreg.Register(reg, m.gaps, &err)
 		m.recovered = promreg.Register(reg, m.recovered, &err)
+		m.resets = promreg.Register(reg, m.resets, &err)
 	}
 	return m
 }

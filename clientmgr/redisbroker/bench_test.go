@@ -1,0 +1,113 @@
+package redisbroker_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cometkit/cometkit/clientmgr"
+	"github.com/cometkit/cometkit/clientmgr/redisbroker"
+	"github.com/cometkit/cometkit/continuation"
+	"github.com/cometkit/cometkit/internal/testredis"
+)
+
+// The brokers the benchmarks compare: one node in process; and two nodes
+// on one Redis (publishing on one, subscribers on the other).
+type setup struct {
+	name      string
+	publisher *clientmgr.Manager
+	receiver  *clientmgr.Manager
+}
+
+func setups(b *testing.B) []setup {
+	r := testredis.Start(b)
+	inProcess := clientmgr.New()
+	redisNode := func() *clientmgr.Manager {
+		rdb := redis.NewClient(&redis.Options{Addr: r.Addr, ContextTimeoutEnabled: true})
+		m := clientmgr.New(clientmgr.WithBroker(redisbroker.New(rdb, redisbroker.WithLogger(slog.New(slog.DiscardHandler)))))
+		b.Cleanup(func() { m.Close(); rdb.Close() })
+		return m
+	}
+	a, c := redisNode(), redisNode()
+	b.Cleanup(func() { inProcess.Close() })
+	return []setup{{"in-process", inProcess, inProcess}, {"redis-same-node", a, a}, {"redis-cross-node", a, c}}
+}
+
+type discard struct{ h http.Header }
+
+func (w *discard) Header() http.Header         { return w.h }
+func (w *discard) Write(p []byte) (int, error) { return len(p), nil }
+func (w *discard) WriteHeader(int)             {}
+
+// BenchmarkFanout is one Broadcast to 1,000 waiting requests, timed until
+// all of them are answered: the fan-out latency, in process against
+// through Redis to the same node and to another node.
+//
+//	go test -run '^$' -bench Fanout ./clientmgr/redisbroker/
+func BenchmarkFanout(b *testing.B) {
+	const n = 1000
+	for _, s := range setups(b) {
+		b.Run(s.name, func(b *testing.B) {
+			registered := make(chan struct{}, n)
+			d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c := continuation.FromRequest(r)
+				if !c.IsInitial() {
+					for _, msg := range clientmgr.Messages(c) {
+						w.Write(msg.Data)
+					}
+					return
+				}
+				c.Suspend()
+				if err := s.receiver.Register("fanout", s.receiver.LastSeq("fanout"), c); err != nil {
+					b.Error(err)
+				}
+				registered <- struct{}{}
+			}), continuation.WithDefaultTimeout(0), continuation.WithQueueSize(n))
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			for b.Loop() {
+				b.StopTimer()
+				var wg sync.WaitGroup
+				for range n {
+					wg.Go(func() { d.ServeHTTP(&discard{h: http.Header{}}, req) })
+				}
+				for range n {
+					<-registered
+				}
+				b.StartTimer()
+				if _, err := s.publisher.Broadcast(context.Background(), "fanout", []byte("hello")); err != nil {
+					b.Fatal(err)
+				}
+				wg.Wait()
+			}
+		})
+	}
+}
+
+// BenchmarkPublish is Broadcast with no one waiting, from many goroutines at
+// once (8 per CPU): the publishing throughput of each broker.
+//
+//	go test -run '^$' -bench Publish ./clientmgr/redisbroker/
+func BenchmarkPublish(b *testing.B) {
+	for _, s := range setups(b) {
+		if s.name == "redis-cross-node" {
+			continue // the same as redis-same-node for the publisher
+		}
+		b.Run(s.name, func(b *testing.B) {
+			b.SetParallelism(8) // × GOMAXPROCS publishers
+			data := []byte("hello")
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := s.publisher.Broadcast(context.Background(), "publish", data); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
