@@ -35,9 +35,12 @@
 // # Operating it
 //
 // Seq lives in Redis: keep Redis persistent (appendonly yes) if cursors
-// must survive a Redis restart. Every node receives every message and keeps
+// must survive a Redis restart. Each topic's sequence carries an epoch (the
+// time it started at 1); if Redis loses its data, the new sequence has a
+// new epoch and every node drops its copy of the topic instead of taking
+// the new Seqs for ones it has seen. Every node receives every message and keeps
 // each topic's recent history in memory, as a single node does; the Redis
-// keys of a topic are {prefix}:{topic}:seq and {prefix}:{topic}:log. Give
+// keys of a topic are {prefix}:{topic}:seq, :log and :epoch. Give
 // the client ContextTimeoutEnabled so that commands honour their
 // context's deadline (Open does). Metrics (WithMetrics): errors by
 // operation, reconnects, gaps repaired and messages recovered from the
