@@ -33,6 +33,7 @@ func main() {
 	timeout := flag.Duration("timeout", 20*time.Second, "how long a poll waits (keep it under the 30 s proxies allow)")
 	history := flag.Int("history", clientmgr.DefaultHistory, "messages kept per room")
 	drain := flag.Duration("drain", 10*time.Second, "how long shutdown waits for requests to finish")
+	headerTimeout := flag.Duration("header-timeout", 10*time.Second, "how long a client may take to send its request headers (slowloris)")
 	redisURL := flag.String("redis", "", "share rooms with other nodes through this Redis (redis://host:port/db)")
 	flag.Parse()
 
@@ -44,13 +45,13 @@ func main() {
 		logger:      logger,
 		redisURL:    *redisURL,
 	}
-	if err := run(*addr, cfg, *drain); err != nil {
+	if err := run(*addr, cfg, *drain, *headerTimeout); err != nil {
 		logger.Error("chat", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string, cfg config, drain time.Duration) error {
+func run(addr string, cfg config, drain, headerTimeout time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -58,7 +59,7 @@ func run(addr string, cfg config, drain time.Duration) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Addr: addr, Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: addr, Handler: s, ReadHeaderTimeout: headerTimeout}
 	// http.Server.Shutdown does not wake waiting clients; the server's
 	// continuations do, so every one is answered before the process exits.
 	srv.RegisterOnShutdown(func() { s.mw.Shutdown(context.Background()) })

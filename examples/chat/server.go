@@ -188,6 +188,21 @@ func validRoom(next http.Handler) http.Handler {
 	})
 }
 
+// form reads a POST's form of at most limit bytes; a larger one is
+// refused with 413, a malformed one with 400.
+func form(w http.ResponseWriter, r *http.Request, limit int64) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	if err := r.ParseForm(); err != nil {
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+			http.Error(w, "request too large", http.StatusRequestEntityTooLarge)
+		} else {
+			http.Error(w, "bad form: "+err.Error(), http.StatusBadRequest)
+		}
+		return false
+	}
+	return true
+}
+
 func (s *server) nick(w http.ResponseWriter, r *http.Request) (string, bool) {
 	nick, err := parseNick(r.FormValue("nick"))
 	if err != nil {
@@ -200,7 +215,9 @@ func (s *server) nick(w http.ResponseWriter, r *http.Request) (string, bool) {
 // join enters the room: a join notice (the first time), then the room's
 // last 50 events, the members and the cursor to poll from.
 func (s *server) join(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	if !form(w, r, 4<<10) {
+		return
+	}
 	nick, ok := s.nick(w, r)
 	if !ok {
 		return
@@ -218,7 +235,9 @@ func (s *server) join(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) leave(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	if !form(w, r, 4<<10) {
+		return
+	}
 	nick, ok := s.nick(w, r)
 	if !ok {
 		return
@@ -231,7 +250,9 @@ func (s *server) leave(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) post(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	if !form(w, r, 16<<10) {
+		return
+	}
 	nick, ok := s.nick(w, r)
 	if !ok {
 		return

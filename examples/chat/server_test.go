@@ -218,6 +218,10 @@ func TestBadInput(t *testing.T) {
 		{"invalid UTF-8", func() *http.Response {
 			return c.post("/rooms/a/messages", url.Values{"nick": {"al"}, "text": {"\xff"}})
 		}, 400, "message is not valid UTF-8"},
+		{"10 MB body", func() *http.Response {
+			return c.post("/rooms/a/messages", url.Values{"nick": {"al"}, "text": {strings.Repeat("x", 10<<20)}})
+		}, 413, "request too large"},
+		{"cursor beyond uint64", func() *http.Response { return c.get("/rooms/a/subscribe?since=18446744073709551616") }, 400, "bad cursor"},
 		{"bad cursor", func() *http.Response { return c.get("/rooms/a/subscribe?since=abc") }, 400, "bad cursor"},
 		{"negative cursor", func() *http.Response { return c.get("/rooms/a/subscribe?since=-1") }, 400, "bad cursor"},
 		{"bad Last-Event-ID", func() *http.Response {

@@ -95,3 +95,12 @@ func metric(t *testing.T, addr, name string) float64 {
 	}
 	return -1
 }
+
+// A client that never finishes its headers is hung up on after
+// -header-timeout, rather than holding a connection (slowloris).
+func TestSlowHeadersOverTheWire(t *testing.T) {
+	srv := testproc.Start(t, ".", "-header-timeout", "300ms")
+	hungUp, err := testproc.HangsUpOnSlowHeaders(srv.Addr, 10*time.Second)
+	require.NoError(t, err)
+	assert.True(t, hungUp)
+}

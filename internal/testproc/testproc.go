@@ -6,6 +6,8 @@
 package testproc
 
 import (
+	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -72,4 +74,26 @@ func Start(t testing.TB, pkg string, args ...string) *Server {
 func (s *Server) Wait() error {
 	<-s.done
 	return s.err
+}
+
+// HangsUpOnSlowHeaders opens a connection to addr, sends a request line
+// and one header but never the blank line that ends the headers (a
+// slowloris client), and reports whether the server hung up within
+// within: it should, after its ReadHeaderTimeout, rather than keep the
+// connection.
+func HangsUpOnSlowHeaders(addr string, within time.Duration) (bool, error) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		return false, err
+	}
+	conn.SetReadDeadline(time.Now().Add(within))
+	_, err = io.Copy(io.Discard, conn) // until the server hangs up, or the deadline
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		return false, nil
+	}
+	return true, nil
 }
