@@ -3,6 +3,7 @@ set terminal pngcairo size 1100,460 font "sans,11"
 set output ARG2
 set multiplot layout 1,2 title "cometkit (examples/longpoll) against the naive server, one machine, one run"
 set logscale x
+set xrange [500:200000]
 set xlabel "held requests (HTTP/1.1 up to 19k, h2c at 100k)"
 set grid
 set key top left
