@@ -265,7 +265,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, data []byte) (client
 	}
 	now := time.Now()
 	reply, err := publishScript.Run(ctx, b.rdb, []string{b.seqKey(topic), b.logKey(topic), b.epochKey(topic)},
-		b.channel, b.cfg.history, now.UnixNano(), topic, data).Slice()
+		b.channel, b.cfg.history, now.UnixNano(), topic, data, b.node.LastSeq(topic)).Slice()
 	var seq, epoch uint64
 	if err == nil {
 		seq, epoch, err = parseReply(reply)

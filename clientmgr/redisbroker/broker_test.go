@@ -400,6 +400,31 @@ func TestRedisLosesItsData(t *testing.T) {
 	assert.Equal(t, []message{{1, "after the loss"}}, msgs, "a cursor from before the loss gets the new history")
 }
 
+// Redis restarts from an AOF that lacks its last writes (fsync once a
+// second): its sequence is behind what the nodes hold. The next message
+// still gets a Seq after the node's, and reaches a client waiting there.
+func TestRedisLosesItsLastWrites(t *testing.T) {
+	r := testredis.Start(t)
+	a := newNode(t, r.Addr)
+	for i := range 5 {
+		_, err := a.mgr.Broadcast(t.Context(), "room", []byte(strconv.Itoa(i+1)))
+		require.NoError(t, err)
+	}
+	raw := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer raw.Close()
+	require.NoError(t, raw.Set(t.Context(), "cometkit:{room}:seq", 2, 0).Err())
+	require.NoError(t, raw.XDel(t.Context(), "cometkit:{room}:log", "3-0", "4-0", "5-0").Err())
+
+	wait := pollAsync(a, "room", 5)
+	awaitRegistered(t, a.mgr, "room", 1)
+	msg, err := a.mgr.Broadcast(t.Context(), "room", []byte("six"))
+	require.NoError(t, err)
+	assert.Equal(t, uint64(6), msg.Seq)
+	res := <-wait
+	require.NoError(t, res.err)
+	assert.Equal(t, []message{{6, "six"}}, res.msgs)
+}
+
 func TestOpen(t *testing.T) {
 	r := testredis.Start(t)
 	b, err := redisbroker.Open("redis://" + r.Addr + "/0")

@@ -20,10 +20,15 @@ import (
 // if Redis loses its data, the new sequence has a new epoch, and nodes
 // know to drop what they hold rather than ignore Seqs they have seen.
 //
+// Seq never goes back behind what the publishing node holds either: a
+// Redis that restarts from an AOF missing its last writes (fsync once a
+// second) would hand out Seqs the nodes already have, and they would take
+// the new messages for old ones; the node's last Seq is a floor.
+//
 // KEYS: the topic's sequence key, stream and epoch key. ARGV: the channel,
 // the history size, the publish time in Unix nanoseconds, the topic, the
-// data. Returns {seq, epoch}. The channel's payload is
-// "<seq> <time> <epoch> <len(topic)> <topic><data>".
+// data, the publishing node's last Seq of the topic. Returns {seq, epoch}.
+// The channel's payload is "<seq> <time> <epoch> <len(topic)> <topic><data>".
 var publishScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then
 	local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
@@ -32,6 +37,11 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 	end
 end
 local seq = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[6])
+if seq <= floor and redis.call('EXISTS', KEYS[3]) == 1 then
+	seq = floor + 1
+	redis.call('SET', KEYS[1], seq)
+end
 if seq == 1 then
 	redis.call('SET', KEYS[3], ARGV[3])
 end

@@ -19,14 +19,17 @@ import (
 // again on the same port with the same data.
 type Server struct {
 	Addr string
+	args []string
 	t    testing.TB
 	dir  string
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
-// Start starts a redis-server; it is killed at the end of t.
-func Start(t testing.TB) *Server {
+// Start starts a redis-server; it is killed at the end of t. Extra
+// arguments are redis-server options that override the defaults
+// ("--appendfsync", "everysec" for a benchmark, say).
+func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("testredis: redis-server is not installed (./test installs Debian's redis-server)")
@@ -37,7 +40,7 @@ func Start(t testing.TB) *Server {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	s := &Server{Addr: addr, t: t, dir: t.TempDir()}
+	s := &Server{Addr: addr, args: args, t: t, dir: t.TempDir()}
 	s.Restart()
 	t.Cleanup(s.Kill)
 	return s
@@ -59,10 +62,10 @@ func (s *Server) Kill() {
 func (s *Server) Restart() {
 	s.t.Helper()
 	_, port, _ := net.SplitHostPort(s.Addr)
-	s.cmd = exec.Command("redis-server",
+	s.cmd = exec.Command("redis-server", append([]string{
 		"--bind", "127.0.0.1", "--port", port, "--dir", s.dir,
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
-		"--protected-mode", "no", "--loglevel", "warning")
+		"--protected-mode", "no", "--loglevel", "warning"}, s.args...)...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("testredis: %v", err)
 	}
