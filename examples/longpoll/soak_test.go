@@ -91,7 +91,8 @@ func heapAfterGC() uint64 {
 // request was answered exactly once; nothing is left suspended or
 // registered; goroutines and heap are back where they started.
 //
-// CI runs it for 8 s; go test -run TestSoak -soak 60s ./examples/longpoll
+// CI runs it for 8 s; go test -race -run TestSoak -timeout 10m
+// ./examples/longpoll -args -soak 60s
 // is the full soak (docs/operations.md).
 func TestSoak(t *testing.T) {
 	const clients = 2000
