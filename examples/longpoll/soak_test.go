@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -122,22 +121,6 @@ func TestSoak(t *testing.T) {
 
 	var published atomic.Uint64 // acknowledged messages; Seq n carries "m<n>"
 	var hangups, timeouts atomic.Int64
-	poll := func(ctx context.Context, since uint64) ([]jsonMessage, error) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/subscribe?since=%d", srv.URL, since), nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			b, _ := io.ReadAll(resp.Body)
-			return nil, fmt.Errorf("%s: %s", resp.Status, b)
-		}
-		var msgs []jsonMessage
-		err = json.NewDecoder(resp.Body).Decode(&msgs)
-		return msgs, err
-	}
-
 	// The clients poll until stop, then until they have every message.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -157,7 +140,7 @@ func TestSoak(t *testing.T) {
 				if i < leavers && rand.IntN(10) == 0 {
 					ctx, hangUp = context.WithTimeout(ctx, time.Duration(rand.IntN(300))*time.Millisecond)
 				}
-				msgs, err := poll(ctx, since)
+				msgs, err := pollSince(ctx, client, srv.URL, since)
 				hangUp()
 				if ctx.Err() != nil {
 					hangups.Add(1)
