@@ -26,12 +26,23 @@ type client struct {
 // was empty. It never blocks; it reports whether the client is still
 // registered (false once sealed).
 func (cl *client) deliver(msg Message) bool {
+	h, wake, ok := cl.add(msg)
+	if wake {
+		_ = h.Resume() // already resumed, expired or gone: the batch waits for its dispatch
+	}
+	return ok
+}
+
+// add adds msg to the batch, and returns the suspension to resume if the
+// batch was empty (wake): the caller resumes it, when it can do so without
+// holding a lock the redispatch will want.
+func (cl *client) add(msg Message) (h continuation.Handle, wake, ok bool) {
 	cl.mu.Lock()
 	if cl.sealed {
 		cl.mu.Unlock()
-		return false
+		return h, false, false
 	}
-	wake := len(cl.batch) == 0
+	wake = len(cl.batch) == 0
 	if len(cl.batch) == cl.m.cfg.maxBatch {
 		// Oldest first out; the handler sees the gap as a Seq jump and the
 		// client's cursor brings the dropped ones back from the history.
@@ -40,13 +51,10 @@ func (cl *client) deliver(msg Message) bool {
 		cl.m.metrics.batchDropped.Inc()
 	}
 	cl.batch = append(cl.batch, msg)
-	h := cl.handle
+	h = cl.handle
 	cl.mu.Unlock()
 	cl.m.metrics.deliveries.Inc()
-	if wake {
-		_ = h.Resume() // already resumed, expired or gone: the batch waits for its dispatch
-	}
-	return true
+	return h, wake, true
 }
 
 // seal ends the registrations, at the start of the next dispatch or at the
