@@ -257,6 +257,36 @@ func TestGapRepairedFromTheStream(t *testing.T) {
 	assert.Equal(t, 1.0, a.metric("cometkit_redis_gaps_repaired_total"))
 }
 
+// A node whose subscription dropped catches up from the streams when it
+// is subscribed again: a message that reached Redis but not the node's
+// channel (here written without PUBLISH, then every subscription killed)
+// reaches the client waiting there.
+func TestResubscriptionCatchesUp(t *testing.T) {
+	r := testredis.Start(t)
+	a := newNode(t, r.Addr)
+	_, err := a.mgr.Broadcast(t.Context(), "room", []byte("one"))
+	require.NoError(t, err)
+	wait := pollAsync(a, "room", 1)
+	awaitRegistered(t, a.mgr, "room", 1)
+
+	raw := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer raw.Close()
+	epoch, err := raw.Get(t.Context(), "cometkit:{room}:epoch").Result()
+	require.NoError(t, err)
+	require.NoError(t, raw.Incr(t.Context(), "cometkit:{room}:seq").Err())
+	require.NoError(t, raw.XAdd(t.Context(), &redis.XAddArgs{
+		Stream: "cometkit:{room}:log", ID: "2-0",
+		Values: map[string]any{"t": strconv.FormatInt(time.Now().UnixNano(), 10), "e": epoch, "d": "while unsubscribed"},
+	}).Err())
+	require.NoError(t, raw.ClientKillByFilter(t.Context(), "TYPE", "pubsub").Err())
+
+	res := <-wait
+	require.NoError(t, res.err)
+	assert.Equal(t, []message{{2, "while unsubscribed"}}, res.msgs)
+	assert.GreaterOrEqual(t, a.metric("cometkit_redis_resubscriptions_total"), 1.0)
+	assert.GreaterOrEqual(t, a.metric("cometkit_redis_messages_recovered_total"), 1.0)
+}
+
 // Redis down: Broadcast fails within its deadline, with the cause; clients
 // waiting on both nodes stay waiting; once Redis is back the brokers
 // subscribe again by themselves and the next message reaches them all.
