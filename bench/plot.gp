@@ -16,6 +16,7 @@ plot ARG1 using 1:5 with linespoints lw 2 title "cometkit p50", \
 unset logscale y
 set ylabel "server memory per held request (KiB of RSS)"
 set yrange [0:*]
+set key bottom left
 plot ARG1 using 1:3 with linespoints lw 2 title "cometkit", \
      ARG1 using 1:4 with linespoints lw 2 title "naive"
 unset multiplot
