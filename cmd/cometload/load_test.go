@@ -70,7 +70,9 @@ func assertAllDelivered(t *testing.T, res result, transport string) {
 	if assert.NotNil(t, res.Server) {
 		assert.Positive(t, res.Server.IdleRSSBytes)
 		assert.Greater(t, res.Server.LoadedRSSBytes, res.Server.IdleRSSBytes/2)
-		assert.Positive(t, res.Server.CPUMsPer10k, "the server used CPU to deliver")
+		// /proc counts CPU in 10 ms ticks: a run this short may read
+		// none (TestCPUSeconds checks the reading), never less.
+		assert.GreaterOrEqual(t, res.Server.CPUSeconds, 0.0)
 	}
 }
 
