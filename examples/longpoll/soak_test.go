@@ -163,13 +163,18 @@ func TestSoak(t *testing.T) {
 		})
 	}
 
-	// The publisher: random gaps of 0 to 1.5 s, one message at a time.
+	// The publisher: random gaps of 0 to 1.5 s, one message at a time, and
+	// every fourth gap 1.5 s, so that some polls surely time out.
 	var goroutinesPeak int
 	var heapMid uint64
 	start := time.Now()
 	for time.Since(start) < duration {
-		time.Sleep(time.Duration(rand.IntN(1500)) * time.Millisecond)
 		n := published.Load() + 1
+		gap := time.Duration(rand.IntN(1500)) * time.Millisecond
+		if n%4 == 0 {
+			gap = 1500 * time.Millisecond
+		}
+		time.Sleep(gap)
 		resp, err := client.PostForm(srv.URL+"/publish", url.Values{"message": {fmt.Sprint("m", n)}})
 		require.NoError(t, err)
 		io.Copy(io.Discard, resp.Body)
