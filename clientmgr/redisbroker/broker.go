@@ -55,11 +55,15 @@ func New(rdb redis.UniversalClient, opts ...Option) *Broker {
 	cfg := newConfig(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Broker{
-		rdb: rdb, cfg: cfg, metrics: newMetrics(cfg.registerer),
+		rdb:     rdb,
+		cfg:     cfg,
+		metrics: newMetrics(cfg.registerer),
 		channel: cfg.prefix + ":messages",
-		ctx:     ctx, cancel: cancel, done: make(chan struct{}),
-		turn:   make(chan struct{}, 1),
-		epochs: make(map[string]uint64),
+		turn:    make(chan struct{}, 1),
+		epochs:  make(map[string]uint64),
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
 	}
 }
 
