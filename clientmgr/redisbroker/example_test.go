@@ -1,0 +1,31 @@
+package redisbroker_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cometkit/cometkit/clientmgr"
+	"github.com/cometkit/cometkit/clientmgr/redisbroker"
+)
+
+// Two Managers on one Redis, as two nodes would be: a message broadcast on
+// one has the same Seq on both. (Compiled, not run: it needs a Redis on
+// 127.0.0.1:6379; the package's tests start their own.)
+func ExampleNew() {
+	node := func() *clientmgr.Manager {
+		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true})
+		return clientmgr.New(clientmgr.WithBroker(redisbroker.New(rdb)))
+	}
+	a, b := node(), node()
+	defer a.Close()
+	defer b.Close()
+
+	msg, err := a.Broadcast(context.Background(), "room:lobby", []byte("hello"))
+	if err != nil {
+		log.Fatal(err) // Redis unreachable: answer 503 with Retry-After
+	}
+	fmt.Println(msg.Seq == b.LastSeq("room:lobby"))
+}
