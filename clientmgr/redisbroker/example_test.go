@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"log"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/clientmgr/redisbroker"
 )
@@ -14,10 +12,13 @@ import (
 // Two Managers on one Redis, as two nodes would be: a message broadcast on
 // one has the same Seq on both. (Compiled, not run: it needs a Redis on
 // 127.0.0.1:6379; the package's tests start their own.)
-func ExampleNew() {
+func ExampleOpen() {
 	node := func() *clientmgr.Manager {
-		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true})
-		return clientmgr.New(clientmgr.WithBroker(redisbroker.New(rdb)))
+		b, err := redisbroker.Open("redis://127.0.0.1:6379/0")
+		if err != nil {
+			log.Fatal(err)
+		}
+		return clientmgr.New(clientmgr.WithBroker(b)) // its Close closes b and b's client
 	}
 	a, b := node(), node()
 	defer a.Close()
