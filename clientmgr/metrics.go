@@ -37,15 +37,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		var err error
-		m.topics = promreg.Register(reg, m.topics, &err)
-		m.registered = promreg.Register(reg, m.registered, &err)
-		m.messages = promreg.Register(reg, m.messages, &err)
-		m.deliveries = promreg.Register(reg, m.deliveries, &err)
-		m.batchDropped = promreg.Register(reg, m.batchDropped, &err)
-		m.syncFailed = promreg.Register(reg, m.syncFailed, &err)
-		// A clash with another collector leaves that metric unregistered;
-		// New has no error result, and the Manager works the same.
+		m.topics = promreg.Register(reg, m.topics)
+		m.registered = promreg.Register(reg, m.registered)
+		m.messages = promreg.Register(reg, m.messages)
+		m.deliveries = promreg.Register(reg, m.deliveries)
+		m.batchDropped = promreg.Register(reg, m.batchDropped)
+		m.syncFailed = promreg.Register(reg, m.syncFailed)
 	}
 	return m
 }

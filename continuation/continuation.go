@@ -21,6 +21,7 @@ import (
 // attributes stay readable.
 type Continuation struct {
 	d   *Dispatcher
+	h   http.Handler  // what every dispatch runs
 	req *http.Request // what every dispatch sees; its context is &c.ctx
 	ctx requestContext
 	rw  responseWriter
@@ -170,8 +171,8 @@ func FromContext(ctx context.Context) *Continuation {
 	return c
 }
 
-func newContinuation(d *Dispatcher, w http.ResponseWriter, r *http.Request) *Continuation {
-	c := &Continuation{d: d, initial: true, timeout: d.cfg.defaultTimeout}
+func newContinuation(d *Dispatcher, h http.Handler, w http.ResponseWriter, r *http.Request) *Continuation {
+	c := &Continuation{d: d, h: h, initial: true, timeout: d.cfg.defaultTimeout}
 	c.ctx = requestContext{Context: r.Context(), c: c}
 	c.req = r.WithContext(&c.ctx)
 	c.rw.w = w

@@ -39,8 +39,12 @@ type Dispatcher struct {
 }
 
 // NewDispatcher returns a Dispatcher that serves every request through h.
-// Inside h, FromRequest gives the request's Continuation.
+// Inside h, FromRequest gives the request's Continuation. It panics if h is
+// nil.
 func NewDispatcher(h http.Handler, opts ...Option) *Dispatcher {
+	if h == nil {
+		panic("continuation: NewDispatcher(nil): a Dispatcher needs a handler")
+	}
 	cfg := newConfig(opts)
 	d := &Dispatcher{
 		h:          h,
@@ -52,15 +56,8 @@ func NewDispatcher(h http.Handler, opts ...Option) *Dispatcher {
 	if d.logger == nil {
 		d.logger = slog.Default()
 	}
-	m, err := newMetrics(cfg.registerer)
-	if err != nil {
-		// NewDispatcher has no error result (the API contract), and a
-		// metrics clash is no reason to refuse traffic: serve, unobserved.
-		d.logger.Error("continuation: metrics not registered", "err", err)
-		m, _ = newMetrics(nil)
-	}
-	d.metrics = m
-	d.pool = newPool(cfg.workers, cfg.queueSize, m.queueLength)
+	d.metrics = newMetrics(cfg.registerer)
+	d.pool = newPool(cfg.workers, cfg.queueSize, d.metrics.queueLength)
 	return d
 }
 
@@ -80,7 +77,22 @@ func (k dispatchKind) String() string {
 // ServeHTTP admits the request (or answers 503 with Retry-After when the
 // pool and its queue of new requests are full, or during Shutdown) and runs
 // its dispatches until it finishes.
-func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.serveWith(d.h, w, r) }
+
+// Handler returns an http.Handler that serves requests through h the way
+// the Dispatcher serves them through its own handler: on the Dispatcher's
+// one pool, under its limits (WithWorkers, WithQueueSize,
+// WithMaxSuspended), and stopped by its Shutdown. Every dispatch of a
+// request runs h. Use it to put many handlers (routes, servlets) behind one
+// set of limits.
+func (d *Dispatcher) Handler(h http.Handler) http.Handler {
+	if h == nil {
+		panic("continuation: Dispatcher.Handler(nil)")
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { d.serveWith(h, w, r) })
+}
+
+func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Request) {
 	// Count the request before looking at closing; Shutdown sets closing
 	// before it counts requests. So either this request sees closing, or
 	// Shutdown sees this request.
@@ -90,7 +102,7 @@ func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d.refuse(w, "server shutting down")
 		return
 	}
-	c := newContinuation(d, w, r)
+	c := newContinuation(d, h, w, r)
 	switch d.pool.acquireNew(c, r.Context().Done(), d.shutdownCh) {
 	case queueFull:
 		d.refuse(w, "server overloaded")
@@ -163,7 +175,7 @@ func (d *Dispatcher) runHandler(c *Continuation) (p any, stack []byte, ok bool) 
 			}
 		}
 	}()
-	d.h.ServeHTTP(&c.rw, c.req)
+	c.h.ServeHTTP(&c.rw, c.req)
 	return nil, nil, true
 }
 
@@ -239,20 +251,23 @@ func (d *Dispatcher) requestDone() {
 // Suspended returns the number of requests suspended now.
 func (d *Dispatcher) Suspended() int { return int(d.suspended.Load()) }
 
-// Shutdown stops the Dispatcher gracefully: new requests get 503 with
-// Retry-After, Suspend fails with ErrShutdown, and every suspended request
-// is expired (its OnTimeout listeners run and it is dispatched with
-// IsExpired true) so that its handler can answer now. Shutdown returns nil
-// once every request has finished, or ctx's error if ctx ends first; it
-// may be called again, and from several goroutines.
+// Drain begins a graceful shutdown and returns at once, without waiting
+// for it: new requests get 503 with Retry-After, Suspend fails with
+// ErrShutdown, and every suspended request is expired (its OnTimeout
+// listeners run and it is dispatched with IsExpired true) so that its
+// handler answers now. Shutdown waits for the requests to finish. Drain may
+// be called more than once, and from several goroutines.
 //
-// http.Server.Shutdown waits for active requests without waking them, so
-// a parked long-poll would hold it until its timeout; start the
-// Dispatcher's Shutdown first, or from RegisterOnShutdown:
+// http.Server.Shutdown waits for active requests without waking them, so a
+// parked long-poll would hold it until its timeout. Drain is what
+// [http.Server.RegisterOnShutdown] wants, a function that starts the
+// shutdown and does not wait for it:
 //
-//	srv.RegisterOnShutdown(func() { _ = d.Shutdown(context.Background()) })
-//	err := srv.Shutdown(ctx) // returns once the parked requests have answered
-func (d *Dispatcher) Shutdown(ctx context.Context) error {
+//	srv.RegisterOnShutdown(d.Drain)
+//	if err := srv.Shutdown(ctx); err != nil { // returns once the parked requests have answered
+//		srv.Close()
+//	}
+func (d *Dispatcher) Drain() {
 	d.shutdownOnce.Do(func() {
 		d.closing.Store(true)
 		close(d.shutdownCh)
@@ -260,6 +275,13 @@ func (d *Dispatcher) Shutdown(ctx context.Context) error {
 	if d.active.Load() == 0 {
 		d.drainOnce.Do(func() { close(d.drained) })
 	}
+}
+
+// Shutdown is Drain, then a wait until every request has finished: it
+// returns nil then, or ctx's error if ctx ends first. It may be called
+// more than once, and from several goroutines.
+func (d *Dispatcher) Shutdown(ctx context.Context) error {
+	d.Drain()
 	select {
 	case <-d.drained:
 		return nil

@@ -388,3 +388,81 @@ func TestFloodIsBounded(t *testing.T) {
 		assert.Equal(t, "ok", get(d, "/").wait().Body.String(), "served normally afterwards")
 	})
 }
+
+// Drain starts the shutdown and returns at once, as RegisterOnShutdown
+// wants: the parked request is expired and answers without anyone waiting
+// on Shutdown, and a new request gets 503.
+func TestDrainDoesNotWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		parked := make(chan struct{}, 1)
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			if c.IsInitial() {
+				require.NoError(t, c.Suspend())
+				parked <- struct{}{}
+				return
+			}
+			io.WriteString(w, "expired by the drain")
+		}), continuation.WithDefaultTimeout(0))
+		cl := get(d, "/")
+		<-parked
+		synctest.Wait()
+		d.Drain()
+		assert.False(t, cl.finished(), "Drain returned before the request answered")
+		assert.Equal(t, "expired by the drain", cl.wait().Body.String())
+		assert.Equal(t, http.StatusServiceUnavailable, get(d, "/").wait().Code)
+		d.Drain() // again: nothing happens
+		assert.NoError(t, d.Shutdown(t.Context()))
+	})
+}
+
+// Handlers served through one Dispatcher's Handler share its pool and its
+// limits: with one worker, a request on the second handler waits for the
+// first's dispatch; with WithMaxSuspended(1), a suspension on one refuses
+// a suspension on the other.
+func TestHandlersShareOnePool(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		entered := make(chan struct{}, 2)
+		release := make(chan struct{})
+		d := continuation.NewDispatcher(http.NotFoundHandler(),
+			continuation.WithWorkers(1), continuation.WithMaxSuspended(1), continuation.WithDefaultTimeout(0))
+		blocking := d.Handler(blockingHandler(entered, release))
+		suspendErr := make(chan error, 2)
+		suspending := d.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			if c.IsInitial() {
+				err := c.Suspend()
+				suspendErr <- err
+				if err != nil {
+					w.WriteHeader(http.StatusServiceUnavailable)
+				}
+				return
+			}
+			io.WriteString(w, "drained")
+		}))
+
+		first := get(blocking, "/")
+		<-entered
+		second := get(suspending, "/")
+		synctest.Wait()
+		assert.False(t, second.finished())
+		assert.Len(t, suspendErr, 0, "the second handler waits for the one worker")
+		close(release)
+		first.wait()
+		require.NoError(t, <-suspendErr)
+
+		third := get(suspending, "/")
+		assert.ErrorIs(t, <-suspendErr, continuation.ErrOverloaded, "one cap for both handlers' requests")
+		assert.Equal(t, http.StatusServiceUnavailable, third.wait().Code)
+		assert.Equal(t, 1, d.Suspended())
+
+		require.NoError(t, d.Shutdown(t.Context()))
+		assert.Equal(t, "drained", second.wait().Body.String(), "Shutdown reaches requests of every handler")
+	})
+}
+
+func TestNilHandlerPanics(t *testing.T) {
+	assert.PanicsWithValue(t, "continuation: NewDispatcher(nil): a Dispatcher needs a handler", func() { continuation.NewDispatcher(nil) })
+	d := continuation.NewDispatcher(http.NotFoundHandler())
+	assert.PanicsWithValue(t, "continuation: Dispatcher.Handler(nil)", func() { d.Handler(nil) })
+}

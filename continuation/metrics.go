@@ -16,7 +16,7 @@ type metrics struct {
 	dispatches      [dispatchKinds]prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer) *metrics {
 	suspended := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cometkit_continuations_suspended",
 		Help: "Requests suspended now.",
@@ -41,15 +41,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"kind"})
 
 	if reg != nil {
-		var err error
-		suspended = promreg.Register(reg, suspended, &err)
-		queueLength = promreg.Register(reg, queueLength, &err)
-		rejected = promreg.Register(reg, rejected, &err)
-		duration = promreg.Register(reg, duration, &err)
-		dispatches = promreg.Register(reg, dispatches, &err)
-		if err != nil {
-			return nil, err
-		}
+		suspended = promreg.Register(reg, suspended)
+		queueLength = promreg.Register(reg, queueLength)
+		rejected = promreg.Register(reg, rejected)
+		duration = promreg.Register(reg, duration)
+		dispatches = promreg.Register(reg, dispatches)
 	}
 	m := &metrics{
 		suspended:       suspended,
@@ -60,5 +56,5 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for k := range dispatchKind(dispatchKinds) {
 		m.dispatches[k] = dispatches.WithLabelValues(k.String())
 	}
-	return m, nil
+	return m
 }

@@ -45,10 +45,8 @@ func RequestMetrics(reg prometheus.Registerer) func(http.Handler) http.Handler {
 		Buckets: prometheus.ExponentialBucketsRange(0.001, 600, 16),
 	}, []string{"route", "method"})
 	if reg != nil {
-		var err error
-		requests = promreg.Register(reg, requests, &err)
-		duration = promreg.Register(reg, duration, &err)
-		// A clash leaves the metric unregistered; the requests are served the same.
+		requests = promreg.Register(reg, requests)
+		duration = promreg.Register(reg, duration)
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -34,12 +34,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		var err error
-		m.errors = promreg.Register(reg, m.errors, &err)
-		m.reconnects = promreg.Register(reg, m.reconnects, &err)
-		m.gaps = promreg.Register(reg, m.gaps, &err)
-		m.recovered = promreg.Register(reg, m.recovered, &err)
-		m.resets = promreg.Register(reg, m.resets, &err)
+		m.errors = promreg.Register(reg, m.errors)
+		m.reconnects = promreg.Register(reg, m.reconnects)
+		m.gaps = promreg.Register(reg, m.gaps)
+		m.recovered = promreg.Register(reg, m.recovered)
+		m.resets = promreg.Register(reg, m.resets)
 	}
 	return m
 }
