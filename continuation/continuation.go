@@ -352,9 +352,11 @@ func (c *Continuation) decide(d decision, cycle uint64, checkCycle bool) error {
 }
 
 // A request carries a handful of attributes at most; a slice of them is a
-// fraction of a map's size and as quick to search at that length.
+// fraction of a map's size and as quick to search at that length. The key
+// is a string for SetAttribute, or any comparable value for
+// LoadOrStoreValue.
 type attribute struct {
-	key   string
+	key   any
 	value any
 }
 
@@ -389,6 +391,36 @@ func (c *Continuation) RemoveAttribute(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.attrs = slices.DeleteFunc(c.attrs, func(a attribute) bool { return a.key == key })
+}
+
+// Value returns the value stored under key by LoadOrStoreValue, or nil.
+func (c *Continuation) Value(key any) any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range c.attrs {
+		if a.key == key {
+			return a.value
+		}
+	}
+	return nil
+}
+
+// LoadOrStoreValue returns the value stored under key if there is one
+// (loaded is true); otherwise it stores v and returns it. It is atomic: of
+// several callers, one stores and the others load its value. Like
+// context.WithValue, it is for packages that keep their own state with a
+// request: use a key of an unexported type, so that no other package can
+// read or overwrite it (attributes, string-keyed, are the application's).
+func (c *Continuation) LoadOrStoreValue(key, v any) (actual any, loaded bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range c.attrs {
+		if a.key == key {
+			return a.value, true
+		}
+	}
+	c.attrs = append(c.attrs, attribute{key, v})
+	return v, false
 }
 
 // AddListener registers l for the rest of the request. It may be called at

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -438,5 +439,37 @@ func TestDispatchListener(t *testing.T) {
 		}))
 		get(d, "/").wait()
 		assert.Equal(t, []string{"dispatch", "onDispatch", "dispatch", "onDispatch", "dispatch"}, hist.get())
+	})
+}
+
+// LoadOrStoreValue stores once, whoever calls first, under keys no string
+// attribute can reach.
+func TestLoadOrStoreValue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		type key struct{}
+		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			assert.Nil(t, c.Value(key{}))
+			stored := make(chan any, 8)
+			var wg sync.WaitGroup
+			for i := range 8 {
+				wg.Go(func() {
+					v, _ := c.LoadOrStoreValue(key{}, i)
+					stored <- v
+				})
+			}
+			wg.Wait()
+			close(stored)
+			first := c.Value(key{})
+			for v := range stored {
+				assert.Equal(t, first, v, "every caller sees the one value stored")
+			}
+			v, loaded := c.LoadOrStoreValue(key{}, "other")
+			assert.True(t, loaded)
+			assert.Equal(t, first, v)
+			c.SetAttribute("k", "attribute")
+			assert.Equal(t, first, c.Value(key{}), "a string attribute is another key")
+		}))
+		get(d, "/").wait()
 	})
 }
