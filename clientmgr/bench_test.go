@@ -35,7 +35,11 @@ func BenchmarkBroadcast10k(b *testing.B) {
 			return
 		}
 		c.Suspend()
-		if err := m.Register("room", m.LastSeq("room"), c); err != nil {
+		head, err := m.Head(r.Context(), "room")
+		if err == nil {
+			err = m.RegisterCursor(r.Context(), "room", head, c)
+		}
+		if err != nil {
 			b.Error(err)
 		}
 		registered <- struct{}{}

@@ -2,93 +2,97 @@ package clientmgr
 
 import (
 	"context"
-	"sync"
-	"time"
+	"errors"
 )
 
-// A Broker carries published messages between the nodes (Managers) that
-// share topics, and assigns their sequence numbers, so that Seq stays per
-// topic across nodes. The Manager publishes through it and delivers what
-// it hands back, on every node, to that node's own subscribers.
+// A Broker owns every topic's sequence and history, and carries each
+// published message to every node (Manager) that shares the topics. The
+// Manager only holds the clients waiting on this node: it publishes
+// through the broker, asks it for history, and hands what the broker
+// delivers to its clients. Nothing flows back but the node's verdict on a
+// delivery.
 //
-// The default, NewInProcessBroker, serves one node. A multi-node broker
-// (Redis) assigns Seq in the shared engine and calls Node.Deliver on every
-// node, in Seq order per topic, repairing gaps before it delivers.
+// The default broker (NewInProcessBroker) serves one process; package
+// redisbroker shares topics between processes through Redis.
+//
+// A Broadcast goes one way: Manager.Broadcast → Broker.Publish, which
+// assigns the message its Epoch and Seq and keeps it in the topic's
+// history → Node.Deliver on every node, in Seq order per topic → the
+// clients registered there are resumed.
 type Broker interface {
-	// Attach binds the broker to the node it serves; New calls it once,
-	// before any Publish.
-	Attach(n Node) error
-	// Publish assigns the next Seq of topic, makes the message part of the
-	// topic's history and delivers it to every node, this one included;
-	// it returns the message as delivered. It honours ctx's deadline.
-	Publish(ctx context.Context, topic string, data []byte) (Message, error)
-	// Close stops the broker; Manager.Close calls it.
+	// Start binds the broker to the node it delivers to and starts it
+	// (connects, subscribes), within ctx. The Manager calls it once, from
+	// Open or New, before any other method.
+	Start(ctx context.Context, n Node, cfg BrokerConfig) error
+
+	// Publish appends data to topic: the broker gives it the topic's next
+	// Seq (and a new epoch when the sequence starts), keeps it in the
+	// topic's history and delivers it to every node. seen is where the
+	// topic stands on the publishing node (the zero Cursor if it does not
+	// know): a broker whose engine can lose acknowledged messages uses it
+	// to notice that it did (an engine behind seen, in seen's epoch, has
+	// lost data) and starts a new epoch rather than hand out Seqs the
+	// nodes have seen. It returns the message as stored.
+	Publish(ctx context.Context, topic string, data []byte, seen Cursor) (Message, error)
+
+	// History returns the topic's messages after the cursor, oldest first
+	// and without gaps, as far back as the history reaches, when after is
+	// a position of the topic's current epoch (or has no epoch);
+	// otherwise, or when after is beyond the topic's newest message, every
+	// message it keeps. It also returns the topic's head: the position of
+	// its newest message (its epoch with Seq 0 when the sequence has
+	// started but kept nothing; the zero Cursor when the topic has no
+	// sequence). The Manager decides from these whether the cursor was
+	// honoured.
+	History(ctx context.Context, topic string, after Cursor) (msgs []Message, head Cursor, err error)
+
+	// Head returns the position of the topic's newest message, as History
+	// does, without the messages.
+	Head(ctx context.Context, topic string) (Cursor, error)
+
+	// Close stops the broker and releases what it holds; the Manager's
+	// Close calls it.
 	Close() error
 }
 
-// A Node is what a Broker sees of a Manager.
+// BrokerConfig is what a Manager tells its broker at Start.
+type BrokerConfig struct {
+	// History is how many messages each topic keeps (WithHistory), at
+	// least.
+	History int
+}
+
+// A Node is what a broker sees of the Manager it serves.
 type Node interface {
-	// Deliver hands the node a message published anywhere. Messages of a
-	// topic must arrive in Seq order; one with a Seq the node already has
-	// is ignored.
-	Deliver(msg Message)
-	// Append assigns msg the topic's next Seq from the node's own history
-	// and delivers it: the whole of publishing for a single node.
-	Append(topic string, data []byte, at time.Time) (Message, error)
-	// LastSeq returns the last Seq of the topic the node has (0 if none),
-	// for a broker to see what it is missing.
-	LastSeq(topic string) uint64
-	// Topics returns the names of the topics the node holds, for a broker
-	// to catch up on after it lost its connection.
-	Topics() []string
-	// Reset empties the node's history of topic, keeping its subscribers:
-	// the engine started the topic's Seq again from 1 (it lost its data),
-	// and the messages of the new sequence must not be taken for ones
-	// the node already has.
-	Reset(topic string)
+	// Deliver hands the node a message published on any node. A broker
+	// delivers each message once, and a topic's messages in the order of
+	// their sequence. The node checks that order itself: a message that
+	// does not follow the one before it (a Seq skipped, a new epoch) ends
+	// the batches of the clients waiting for the topic, whose next
+	// registration fetches what they lack from History. Deliver returns
+	// ErrSequenceRewound when msg goes back in its topic's sequence within
+	// one epoch: the engine has lost messages it had acknowledged
+	// (restored from an older snapshot, a failover to a lagging replica),
+	// and the broker must start a new epoch for the topic so that no
+	// cursor of the broken one is taken at face value.
+	Deliver(msg Message) error
+
+	// Interrupted tells the node that some messages may not have reached
+	// it (the broker lost its connection to its engine and has it back):
+	// every client waiting on the node is resumed and fetches what it
+	// lacks from History on its next registration.
+	Interrupted()
 }
 
-// A SyncBroker is a Broker whose engine keeps each topic's history for
-// every node. A node's own copy of a topic can be behind the engine: it
-// has not seen the topic yet (it started after the messages were
-// published), or a client re-polls it with a cursor it got from a node
-// that heard of the message first. Before answering such a cursor (in
-// Register, Since and LastSeq) the Manager calls Sync, which must bring the
-// node's copy up to date through Node.Deliver, within ctx.
-type SyncBroker interface {
-	Broker
-	Sync(ctx context.Context, topic string) error
+// ErrSequenceRewound is what Node.Deliver returns for a message that goes
+// back in its topic's sequence within one epoch.
+var ErrSequenceRewound = errors.New("clientmgr: a topic's sequence went back within its epoch")
+
+// A Forgetter is a Broker that keeps per-topic state for its node in
+// memory; the Manager calls Forget when it reclaims a topic that has had
+// no subscriber and no message for WithIdleTimeout. The in-process broker
+// drops the topic's history then; the topic starts again under a new epoch
+// when something is published on it.
+type Forgetter interface {
+	Forget(topic string)
 }
-
-// syncTimeout bounds the wait for a SyncBroker in Register, Since and
-// LastSeq: past it, the node answers from what it has.
-const syncTimeout = time.Second
-
-// NewInProcessBroker returns the single-node broker: Publish appends to the
-// Manager's own topic history, under the topic's lock, so Seq is assigned
-// and the message delivered in one step.
-func NewInProcessBroker() Broker { return &inProcessBroker{} }
-
-type inProcessBroker struct {
-	mu   sync.Mutex
-	node Node
-}
-
-func (b *inProcessBroker) Attach(n Node) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.node = n
-	return nil
-}
-
-func (b *inProcessBroker) Publish(ctx context.Context, topic string, data []byte) (Message, error) {
-	if err := ctx.Err(); err != nil {
-		return Message{}, err
-	}
-	b.mu.Lock()
-	n := b.node
-	b.mu.Unlock()
-	return n.Append(topic, data, time.Now())
-}
-
-func (b *inProcessBroker) Close() error { return nil }

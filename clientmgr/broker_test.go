@@ -9,171 +9,274 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/cometkit/cometkit/clientmgr"
 )
 
-// hub stands in for a shared engine (Redis): it assigns each topic's Seq
-// and hands every message to every attached node, in order.
-type hub struct {
-	mu    sync.Mutex
-	seq   map[string]uint64
-	nodes []clientmgr.Node
+// engine stands in for a shared engine (Redis): it owns each topic's
+// sequence and log, and hands every message to every node's broker in
+// order. Tests make it misbehave the ways real engines do: drop a
+// delivery to one node, lose its data, roll back to an older snapshot.
+type engine struct {
+	mu      sync.Mutex
+	topics  map[string]*engineTopic
+	brokers []*engineBroker
+	history int
 }
 
-// hubBroker is one node's connection to the hub.
-type hubBroker struct{ h *hub }
+type engineTopic struct {
+	epoch uint64
+	log   []clientmgr.Message // the newest history messages
+	last  uint64
+}
 
-func (b hubBroker) Attach(n clientmgr.Node) error {
-	b.h.mu.Lock()
-	defer b.h.mu.Unlock()
-	b.h.nodes = append(b.h.nodes, n)
+func newEngine(history int) *engine {
+	return &engine{topics: map[string]*engineTopic{}, history: history}
+}
+
+// node returns a Manager on the engine; closed at the end of the test.
+func (e *engine) node(t *testing.T, opts ...clientmgr.Option) (*clientmgr.Manager, *engineBroker) {
+	b := &engineBroker{e: e}
+	m, err := clientmgr.Open(t.Context(), append([]clientmgr.Option{clientmgr.WithBroker(b), clientmgr.WithHistory(e.history)}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m, b
+}
+
+// engineBroker is one node's connection to the engine.
+type engineBroker struct {
+	e      *engine
+	node   clientmgr.Node
+	deaf   bool // deliveries to this node are lost, as on a dropped connection
+	closed bool
+	// duringHistory, if set, is called by History with the read itself,
+	// so that a test can publish before or after it.
+	duringHistory func(read func())
+	// rewound counts ErrSequenceRewound from the node, upon which the
+	// broker starts a new epoch, as redisbroker does.
+	rewound int
+}
+
+func (b *engineBroker) Start(_ context.Context, n clientmgr.Node, cfg clientmgr.BrokerConfig) error {
+	b.e.mu.Lock()
+	defer b.e.mu.Unlock()
+	b.node = n
+	b.e.brokers = append(b.e.brokers, b)
 	return nil
 }
 
-func (b hubBroker) Publish(ctx context.Context, topic string, data []byte) (clientmgr.Message, error) {
-	b.h.mu.Lock()
-	defer b.h.mu.Unlock()
-	b.h.seq[topic]++
-	msg := clientmgr.Message{Topic: topic, Seq: b.h.seq[topic], Data: data, Time: time.Now()}
-	for _, n := range b.h.nodes {
-		n.Deliver(msg)
+func (b *engineBroker) Publish(_ context.Context, topic string, data []byte, seen clientmgr.Cursor) (clientmgr.Message, error) {
+	e := b.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.topics[topic]
+	if t == nil || (seen.Epoch == t.epoch && seen.Seq > t.last) {
+		t = &engineTopic{epoch: clientmgr.NewEpoch()}
+		e.topics[topic] = t
+	}
+	t.last++
+	msg := clientmgr.Message{Topic: topic, Epoch: t.epoch, Seq: t.last, Data: data, Time: time.Now()}
+	t.log = append(t.log, msg)
+	if len(t.log) > e.history {
+		t.log = t.log[1:]
+	}
+	for _, nb := range e.brokers {
+		if nb.deaf || nb.closed {
+			continue
+		}
+		if errors.Is(nb.node.Deliver(msg), clientmgr.ErrSequenceRewound) {
+			nb.rewound++
+			e.topics[topic] = &engineTopic{epoch: clientmgr.NewEpoch()}
+		}
 	}
 	return msg, nil
 }
 
-func (b hubBroker) Close() error { return nil }
+func (b *engineBroker) History(_ context.Context, topic string, after clientmgr.Cursor) (msgs []clientmgr.Message, head clientmgr.Cursor, err error) {
+	read := func() { msgs, head = b.e.read(topic, after) }
+	if hook := b.duringHistory; hook != nil {
+		b.duringHistory = nil
+		hook(read)
+	} else {
+		read()
+	}
+	return msgs, head, nil
+}
 
-// Two Managers on one broker behave as one: a message published on either
-// reaches subscribers on both, with the same Seq, and a cursor from one
-// node works on the other.
+func (e *engine) read(topic string, after clientmgr.Cursor) ([]clientmgr.Message, clientmgr.Cursor) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.topics[topic]
+	if t == nil {
+		return nil, clientmgr.Cursor{}
+	}
+	var out []clientmgr.Message
+	for _, m := range t.log {
+		if m.Seq > after.Seq || (after.Epoch != 0 && after.Epoch != t.epoch) || after.Seq > t.last {
+			out = append(out, m)
+		}
+	}
+	return out, clientmgr.Cursor{Epoch: t.epoch, Seq: t.last}
+}
+
+func (b *engineBroker) Head(ctx context.Context, topic string) (clientmgr.Cursor, error) {
+	_, head, err := b.History(ctx, topic, clientmgr.Cursor{Seq: ^uint64(0) >> 1})
+	return head, err
+}
+
+func (b *engineBroker) Close() error {
+	b.e.mu.Lock()
+	defer b.e.mu.Unlock()
+	b.closed = true
+	return nil
+}
+
+// rollBack makes the engine forget a topic's newest n messages, keeping
+// its epoch: a Redis restored from an older snapshot.
+func (e *engine) rollBack(topic string, n int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.topics[topic]
+	t.last -= uint64(n)
+	t.log = t.log[:len(t.log)-n]
+}
+
+// Two Managers on one engine behave as one: a message published on either
+// reaches subscribers on both, with the same epoch and Seq, and a cursor
+// from one node works on the other.
 func TestTwoNodesShareTopics(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := &hub{seq: map[string]uint64{}}
-		a := clientmgr.New(clientmgr.WithBroker(hubBroker{h}))
-		b := clientmgr.New(clientmgr.WithBroker(hubBroker{h}))
-		defer a.Close()
-		defer b.Close()
+		e := newEngine(16)
+		a, _ := e.node(t)
+		b, _ := e.node(t)
 		onA, onB := start(longPoll(t, a, nil), "/?topic=room"), start(longPoll(t, b, nil), "/?topic=room")
 		synctest.Wait()
 
-		broadcast(t, b, "room", "from b")
+		first := broadcast(t, b, "room", "from b")
 		assert.Equal(t, "room/1:from b\n", onA.wait().Body.String())
 		assert.Equal(t, "room/1:from b\n", onB.wait().Body.String())
 		broadcast(t, a, "room", "from a")
-		// A client that saw Seq 1 on node b re-polls node a.
-		assert.Equal(t, "room/2:from a\n", start(longPoll(t, a, nil), "/?topic=room&after=1").wait().Body.String())
+		// A client that saw the first message on node b polls node a.
+		assert.Equal(t, "room/2:from a\n", start(longPoll(t, a, nil), "/?topic=room&cursor="+first.Cursor().String()).wait().Body.String())
 		msgs, complete := b.Since("room", 0)
 		assert.True(t, complete)
 		assert.Len(t, msgs, 2)
 	})
 }
 
-// A broker that cannot attach makes every Broadcast fail with its error.
-type brokenBroker struct{ hubBroker }
+// A delivery a node never got (a lost Pub/Sub message): the next one does
+// not follow, so the batch waiting there ends before it, and the client's
+// next poll reads the missing message from the history. In order, none
+// lost, none twice, and no one told of a loss that did not happen.
+func TestLostDeliveryRecoveredFromHistory(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEngine(16)
+		a, onA := e.node(t)
+		b, _ := e.node(t)
+		h := longPoll(t, a, nil)
+		one := broadcast(t, b, "room", "one")
+		p := start(h, "/?topic=room&cursor="+one.Cursor().String())
+		synctest.Wait()
+		onA.deaf = true
+		broadcast(t, b, "room", "two") // never reaches a
+		onA.deaf = false
+		broadcast(t, b, "room", "three")
+		assert.Empty(t, p.wait().Body.String(), "the batch ends at the gap: nothing yet, complete")
+		assert.Equal(t, "room/2:two\nroom/3:three\n", start(h, "/?topic=room&cursor="+one.Cursor().String()).wait().Body.String())
+	})
+}
+
+// The engine restored from an older snapshot: node a had Seq 5, the engine
+// hands out Seq 3 again in the same epoch. Node a refuses to take the new
+// Seq 3 for one it has seen: its waiting client is told it may have missed
+// messages, the broker starts a new epoch, and cursors of the broken one
+// (from a or from a node that saw the new Seq 3) all get incomplete
+// batches from then on. Never an old message under a new Seq, never a
+// cursor taken at face value in the broken epoch.
+func TestRolledBackEngine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEngine(16)
+		a, onA := e.node(t)
+		h := longPoll(t, a, nil)
+		var last clientmgr.Message
+		for _, d := range []string{"1", "2", "3", "4", "5"} {
+			last = broadcast(t, a, "room", d)
+		}
+		p := start(h, "/?topic=room&cursor="+last.Cursor().String())
+		synctest.Wait()
+		e.rollBack("room", 3)
+
+		// Node c, new, publishes first: Seq 3 of the old epoch again.
+		c, _ := e.node(t)
+		again := broadcast(t, c, "room", "new 3")
+		require.Equal(t, last.Epoch, again.Epoch)
+		require.Equal(t, uint64(3), again.Seq)
+		assert.Equal(t, "room incomplete, next "+last.Cursor().String()+"\n", p.wait().Body.String(),
+			"a's client is told at once, and not given the new Seq 3")
+		assert.Equal(t, 1, onA.rewound, "a told its broker")
+
+		after := broadcast(t, c, "room", "after")
+		assert.NotEqual(t, last.Epoch, after.Epoch, "the broker started a new epoch")
+		assert.Equal(t, uint64(1), after.Seq)
+		want := "room/1:after\nroom incomplete, next " + after.Cursor().String() + "\n"
+		assert.Equal(t, want, start(h, "/?topic=room&cursor="+last.Cursor().String()).wait().Body.String(), "a's old cursor")
+		assert.Equal(t, want, start(h, "/?topic=room&cursor="+again.Cursor().String()).wait().Body.String(), "c's cursor of the broken epoch")
+	})
+}
+
+// Interrupted (the broker lost its engine and has it back): every waiting
+// client is woken, with a complete empty batch, and its next poll reads
+// what was published meanwhile.
+func TestInterruptedWakesEveryone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEngine(16)
+		a, onA := e.node(t)
+		b, _ := e.node(t)
+		h := longPoll(t, a, nil)
+		x, y := start(h, "/?topic=x"), start(h, "/?topic=y")
+		synctest.Wait()
+		onA.deaf = true
+		broadcast(t, b, "x", "while away")
+		onA.deaf = false
+		onA.node.Interrupted()
+		assert.Empty(t, x.wait().Body.String())
+		assert.Empty(t, y.wait().Body.String())
+		assert.Equal(t, "x/1:while away\n", start(h, "/?topic=x").wait().Body.String())
+	})
+}
+
+// A broker that cannot start: Open returns its error, New panics saying
+// so, and nothing is left running.
+type brokenBroker struct{ engineBroker }
 
 var errNoEngine = errors.New("engine unreachable")
 
-func (brokenBroker) Attach(clientmgr.Node) error { return errNoEngine }
+func (*brokenBroker) Start(context.Context, clientmgr.Node, clientmgr.BrokerConfig) error {
+	return errNoEngine
+}
 
-func TestBrokerAttachFailure(t *testing.T) {
-	m := clientmgr.New(clientmgr.WithBroker(brokenBroker{}))
-	defer m.Close()
-	_, err := m.Broadcast(context.Background(), "room", []byte("x"))
+func TestBrokerStartFailure(t *testing.T) {
+	m, err := clientmgr.Open(t.Context(), clientmgr.WithBroker(&brokenBroker{}))
+	assert.Nil(t, m)
 	assert.ErrorIs(t, err, errNoEngine)
+	assert.PanicsWithValue(t, "clientmgr: starting the broker: engine unreachable (use clientmgr.Open to handle a broker's error)",
+		func() { clientmgr.New(clientmgr.WithBroker(&brokenBroker{})) })
 }
 
-// Deliver ignores a message the node already has, so a broker may deliver
-// twice (after a reconnect) without a client seeing it twice.
-func TestDeliverIgnoresDuplicates(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := &hub{seq: map[string]uint64{}}
-		m := clientmgr.New(clientmgr.WithBroker(hubBroker{h}))
-		defer m.Close()
-		p := start(longPoll(t, m, nil), "/?topic=room")
-		synctest.Wait()
-		msg := broadcast(t, m, "room", "once")
-		h.nodes[0].Deliver(msg)
-		synctest.Wait()
-		assert.Equal(t, "room/1:once\n", p.wait().Body.String())
-		msgs, _ := m.Since("room", 0)
-		assert.Len(t, msgs, 1)
-	})
+// Close closes the broker the Manager owns and returns its error.
+type closeErrBroker struct{ engineBroker }
+
+func (b *closeErrBroker) Close() error {
+	b.engineBroker.Close()
+	return errNoEngine
 }
 
-// logBroker stands in for an engine that keeps each topic's log (Redis
-// streams) but is slow to tell the other nodes: Publish delivers only to
-// the publishing node, and the others hear of it when they Sync.
-type logBroker struct {
-	log  *engineLog
-	node clientmgr.Node
-	fail bool // Sync fails, as with the engine unreachable
-}
-
-type engineLog struct {
-	mu   sync.Mutex
-	msgs map[string][]clientmgr.Message
-}
-
-func (b *logBroker) Attach(n clientmgr.Node) error { b.node = n; return nil }
-func (b *logBroker) Close() error                  { return nil }
-
-func (b *logBroker) Publish(ctx context.Context, topic string, data []byte) (clientmgr.Message, error) {
-	b.log.mu.Lock()
-	msg := clientmgr.Message{Topic: topic, Seq: uint64(len(b.log.msgs[topic]) + 1), Data: data, Time: time.Now()}
-	b.log.msgs[topic] = append(b.log.msgs[topic], msg)
-	b.log.mu.Unlock()
-	b.node.Deliver(msg)
-	return msg, nil
-}
-
-func (b *logBroker) Sync(ctx context.Context, topic string) error {
-	if b.fail {
-		return errNoEngine
-	}
-	b.log.mu.Lock()
-	defer b.log.mu.Unlock()
-	for _, msg := range b.log.msgs[topic][b.node.LastSeq(topic):] {
-		b.node.Deliver(msg)
-	}
-	return nil
-}
-
-// With a SyncBroker a node answers cursors it has not caught up with from
-// the shared log: a topic it has never seen, and a cursor from a node that
-// heard first. Without the log (Sync failing) it answers from its own copy.
-func TestSyncBrokerCatchesUpBeforeAnswering(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		log := &engineLog{msgs: map[string][]clientmgr.Message{}}
-		onB := &logBroker{log: log}
-		a := clientmgr.New(clientmgr.WithBroker(&logBroker{log: log}))
-		b := clientmgr.New(clientmgr.WithBroker(onB))
-		defer a.Close()
-		defer b.Close()
-		for _, m := range []string{"one", "two", "three"} {
-			broadcast(t, a, "room", m)
-		}
-		assert.Equal(t, uint64(3), b.LastSeq("room"), "a topic new to b")
-		msgs, complete := b.Since("room", 1)
-		assert.True(t, complete)
-		assert.Len(t, msgs, 2)
-
-		// A client that saw Seq 4 on a re-polls b, which has not heard of
-		// it: it waits for Seq 5 rather than getting the history again.
-		broadcast(t, a, "room", "four")
-		poll := start(longPoll(t, b, nil), "/?topic=room&after=4")
-		synctest.Wait()
-		select {
-		case <-poll.done:
-			t.Fatalf("answered at once: %q", poll.rec.Body.String())
-		default:
-		}
-		broadcast(t, b, "room", "five")
-		assert.Equal(t, "room/5:five\n", poll.wait().Body.String())
-
-		// Without the log, b answers from its own copy.
-		onB.fail = true
-		broadcast(t, a, "room", "six")
-		assert.Equal(t, uint64(5), b.LastSeq("room"))
-	})
+func TestCloseClosesTheBroker(t *testing.T) {
+	b := &closeErrBroker{engineBroker{e: newEngine(4)}}
+	m, err := clientmgr.Open(t.Context(), clientmgr.WithBroker(b))
+	require.NoError(t, err)
+	assert.ErrorIs(t, m.Close(), errNoEngine)
+	assert.True(t, b.closed)
+	assert.ErrorIs(t, m.Close(), errNoEngine, "Close again returns the same")
 }

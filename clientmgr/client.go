@@ -1,60 +1,178 @@
 package clientmgr
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/cometkit/cometkit/continuation"
 )
 
-// client is a Manager's state for one continuation: what was delivered to
-// it since it registered, and where it is registered. It lives in the
-// continuation's attributes and listens to it, so it learns when the next
-// dispatch starts (the batch is sealed and the registrations end) and when
-// the request finishes.
+// client is a Manager's state for one continuation: its registrations of
+// the current suspension, one part per topic, each with its batch. It is
+// kept with the continuation (an attribute under an unexported key) and
+// listens to it, so it learns when the next dispatch starts (the batches
+// are sealed and the registrations end) and when the request finishes.
 type client struct {
 	m *Manager
 
-	mu      sync.Mutex
-	handle  continuation.Handle // the suspension the registrations belong to
-	batch   []Message
-	sealed  bool // the dispatch that reads batch has started: deliver no more
-	topics  []*topic
-	dropped uint64 // messages dropped from this batch for WithMaxBatch
+	mu     sync.Mutex
+	handle continuation.Handle // the suspension the parts belong to
+	parts  []*part
+	sealed bool // the dispatch that reads the batches has started
+	woken  bool // the suspension has been resumed for these batches
+	held   int  // messages in all parts' batches, for WithMaxBatch
 }
 
-// deliver adds msg to the batch and resumes the continuation if the batch
-// was empty. It never blocks; it reports whether the client is still
-// registered (false once sealed).
-func (cl *client) deliver(msg Message) bool {
-	h, wake, ok := cl.add(msg)
-	if wake {
-		_ = h.Resume() // already resumed, expired or gone: the batch waits for its dispatch
-	}
-	return ok
+// part is one registration: a topic, and what it has received. Guarded by
+// its client's mu.
+type part struct {
+	t     *topic
+	batch Batch // Next is the position of the last message received
+	state partState
+	// pending holds, while the registration reads the history, what the
+	// topic delivered meanwhile, to follow the history once it is read.
+	pending []Message
 }
 
-// add adds msg to the batch, and returns the suspension to resume if the
-// batch was empty (wake): the caller resumes it, when it can do so without
-// holding a lock the redispatch will want.
-func (cl *client) add(msg Message) (h continuation.Handle, wake, ok bool) {
+type partState uint8
+
+const (
+	reading  partState = iota // the registration is reading the history; deliveries wait in pending
+	live                      // deliveries join the batch
+	finished                  // nothing more joins the batch: the client is to ask again
+)
+
+// begin starts a registration on t for c's current suspension. A new
+// suspension starts new batches; a second registration on one topic in one
+// suspension is refused.
+func (cl *client) begin(t *topic, c *continuation.Continuation, after Cursor) (*part, error) {
+	h := c.Handle()
 	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.sealed || cl.handle != h {
+		cl.handle, cl.parts, cl.sealed, cl.woken, cl.held = h, nil, false, false, 0
+	}
+	if !c.IsSuspended() {
+		return nil, ErrNotSuspended
+	}
+	for _, p := range cl.parts {
+		if p.t == t {
+			return nil, ErrAlreadyRegistered
+		}
+	}
+	p := &part{t: t, batch: Batch{Topic: t.name, Complete: true, Next: after}}
+	cl.parts = append(cl.parts, p)
+	return p, nil
+}
+
+// offer gives a delivered message to the part. It returns the suspension
+// to resume when the message makes the batch worth answering (wake).
+func (cl *client) offer(p *part, msg Message) (h continuation.Handle, wake bool) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	switch {
+	case cl.sealed || p.state == finished:
+		return h, false
+	case p.state == reading:
+		if len(p.pending) < cl.m.cfg.maxBatch {
+			p.pending = append(p.pending, msg)
+		}
+		return h, false
+	}
+	cl.take(p, msg)
+	return cl.wakeLocked()
+}
+
+// take adds msg to p's batch if it follows the batch's last position; a
+// message the batch has is skipped, and one that does not follow (a gap, a
+// new epoch) or does not fit (WithMaxBatch) finishes the batch, for the
+// client to ask again from its cursor.
+func (cl *client) take(p *part, msg Message) {
+	last := p.batch.Next
+	switch {
+	case msg.Epoch == last.Epoch && msg.Seq <= last.Seq:
+		return // already in the batch, or before the cursor
+	case !follows(msg, last):
+		p.state = finished
+	case cl.held >= cl.m.cfg.maxBatch:
+		p.state = finished
+		cl.m.metrics.batchFull.Inc()
+	default:
+		p.batch.Messages = append(p.batch.Messages, msg)
+		p.batch.Next = msg.Cursor()
+		cl.held++
+		cl.m.metrics.deliveries.Inc()
+	}
+}
+
+// settle ends a registration's reading: the history's part of the batch,
+// then what was delivered meanwhile. It reports the suspension to resume
+// if the batch is worth answering already.
+func (cl *client) settle(p *part, from Batch) (h continuation.Handle, wake bool) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.sealed || p.state != reading {
+		return h, false
+	}
+	p.state = live
+	p.batch.Complete = p.batch.Complete && from.Complete
+	p.batch.Next = from.Next
+	msgs := from.Messages
+	if room := cl.m.cfg.maxBatch - cl.held; len(msgs) > room {
+		msgs, p.state = msgs[:room], finished
+		cl.m.metrics.batchFull.Inc()
+	}
+	if n := len(msgs); n > 0 {
+		p.batch.Messages = append(p.batch.Messages, msgs...)
+		p.batch.Next = msgs[n-1].Cursor()
+		cl.held += n
+		cl.m.metrics.deliveries.Add(float64(n))
+	}
+	if p.state == live {
+		// What was published while the history was read, after it.
+		for _, msg := range p.pending {
+			cl.take(p, msg)
+		}
+	}
+	p.pending = nil
+	return cl.wakeLocked()
+}
+
+// breakOff finishes the part's batch, reading or live, and reports the
+// suspension to resume: the topic's sequence broke under it (complete
+// false: ErrSequenceRewound), or messages may have skipped this node
+// (Interrupted), or the Manager is closing.
+func (cl *client) breakOff(p *part, complete bool) (h continuation.Handle, wake bool) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
 	if cl.sealed {
-		cl.mu.Unlock()
-		return h, false, false
+		return h, false
 	}
-	wake = len(cl.batch) == 0
-	if len(cl.batch) == cl.m.cfg.maxBatch {
-		// Oldest first out; the handler sees the gap as a Seq jump and the
-		// client's cursor brings the dropped ones back from the history.
-		cl.batch = append(cl.batch[:0], cl.batch[1:]...)
-		cl.dropped++
-		cl.m.metrics.batchDropped.Inc()
+	p.batch.Complete = p.batch.Complete && complete
+	p.state, p.pending = finished, nil
+	return cl.wakeLocked()
+}
+
+// abandon drops a registration that failed after it began.
+func (cl *client) abandon(p *part) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.parts = slices.DeleteFunc(cl.parts, func(q *part) bool { return q == p })
+}
+
+// wakeLocked reports the suspension to resume, once, when a part has
+// something to answer: a message, an incomplete batch, or a finished one.
+func (cl *client) wakeLocked() (continuation.Handle, bool) {
+	if cl.woken {
+		return cl.handle, false
 	}
-	cl.batch = append(cl.batch, msg)
-	h = cl.handle
-	cl.mu.Unlock()
-	cl.m.metrics.deliveries.Inc()
-	return h, wake, true
+	for _, p := range cl.parts {
+		if len(p.batch.Messages) > 0 || !p.batch.Complete || p.state == finished {
+			cl.woken = true
+			return cl.handle, true
+		}
+	}
+	return cl.handle, false
 }
 
 // seal ends the registrations, at the start of the next dispatch or at the
@@ -66,11 +184,10 @@ func (cl *client) seal() {
 		return
 	}
 	cl.sealed = true
-	topics := cl.topics
-	cl.topics = nil
+	parts := cl.parts
 	cl.mu.Unlock()
-	for _, t := range topics {
-		cl.m.unsubscribe(t, cl)
+	for _, p := range parts {
+		cl.m.unsubscribe(p.t, cl)
 	}
 }
 
@@ -80,39 +197,9 @@ func (cl *client) OnDispatch(*continuation.Continuation) { cl.seal() }
 func (cl *client) OnTimeout(*continuation.Continuation)  {} // the expiry's dispatch seals
 func (cl *client) OnComplete(*continuation.Continuation) { cl.seal() }
 
-// Messages returns, in the dispatch after a registration, every message
-// delivered to c while it was registered, in Seq order per topic. It
-// returns nil for a continuation that was never registered with a Manager
-// (or if called before the registration's dispatch). Call it before
-// registering c again: a new registration starts a new batch.
-func Messages(c *continuation.Continuation) []Message {
-	var out []Message
-	for _, cl := range clientsOf(c) {
-		cl.mu.Lock()
-		if cl.sealed {
-			out = append(out, cl.batch...)
-		}
-		cl.mu.Unlock()
-	}
-	return out
-}
-
-// Dropped returns how many messages were dropped from c's batches because
-// of WithMaxBatch; with Messages it tells a handler that a gap is not loss
-// but back-pressure.
-func Dropped(c *continuation.Continuation) uint64 {
-	var n uint64
-	for _, cl := range clientsOf(c) {
-		cl.mu.Lock()
-		n += cl.dropped
-		cl.mu.Unlock()
-	}
-	return n
-}
-
-// clientsAttr holds a continuation's clients, one per Manager it was
-// registered with.
-const clientsAttr = "github.com/cometkit/cometkit/clientmgr.clients"
+// clientsKey is the attribute under which a continuation keeps its
+// clients, one per Manager it was registered with.
+type clientsKey struct{}
 
 type clientList struct {
 	mu   sync.Mutex
@@ -120,7 +207,7 @@ type clientList struct {
 }
 
 func clientsOf(c *continuation.Continuation) []*client {
-	cls, _ := c.Attribute(clientsAttr).(*clientList)
+	cls, _ := c.Value(clientsKey{}).(*clientList)
 	if cls == nil {
 		return nil
 	}

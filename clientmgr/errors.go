@@ -17,6 +17,10 @@ var (
 	// ErrNotSuspended: Register with a continuation that is not suspended.
 	ErrNotSuspended = errors.New("clientmgr: continuation not suspended")
 
+	// ErrAlreadyRegistered: a second registration of one continuation on
+	// one topic in one suspension; the first stands.
+	ErrAlreadyRegistered = errors.New("clientmgr: already registered on this topic")
+
 	// ErrTooManyTopics: a new topic beyond WithMaxTopics. Existing topics
 	// keep working; idle topics are reclaimed (WithIdleTimeout).
 	ErrTooManyTopics = errors.New("clientmgr: too many topics")

@@ -37,7 +37,12 @@ func Example_unicast() {
 		user := r.URL.Query().Get("user")
 		topics := append([]string{"user:" + user}, strings.Split(r.URL.Query().Get("follows"), ",")...)
 		for _, topic := range topics {
-			if err := mgr.Register(topic, mgr.LastSeq(topic), c); err != nil {
+			// Only what comes next: register where the topic stands now.
+			head, err := mgr.Head(r.Context(), topic)
+			if err == nil {
+				err = mgr.RegisterCursor(r.Context(), topic, head, c)
+			}
+			if err != nil {
 				c.Resume() // answer now rather than wait for nothing
 				return
 			}

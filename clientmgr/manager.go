@@ -18,12 +18,12 @@ import (
 // with one lock).
 const defaultShards = 64
 
-// A Manager holds suspended continuations by topic and fans messages out to
-// them, keeping a bounded history per topic so that a client that
-// registers with its last seen Seq never misses a message. Its methods are
-// safe for concurrent use.
+// A Manager holds the continuations waiting on topics on this node and
+// hands them what its Broker publishes. Its methods are safe for
+// concurrent use.
 //
-// A Manager owns one goroutine, which reclaims idle topics; Close stops it.
+// A Manager owns one goroutine, which reclaims idle topics, and its
+// broker; Close stops both.
 type Manager struct {
 	cfg     config
 	broker  Broker
@@ -34,7 +34,8 @@ type Manager struct {
 	closed  atomic.Bool
 	quit    chan struct{}
 	done    chan struct{}
-	closeMu sync.Once
+	once    sync.Once
+	err     error // Close's result
 }
 
 type shard struct {
@@ -42,31 +43,54 @@ type shard struct {
 	topics map[string]*topic
 }
 
-// New returns a Manager. It starts the goroutine that reclaims idle topics;
-// call Close to stop it.
-func New(opts ...Option) *Manager {
+// topic is what this node knows of a topic: the clients registered on it,
+// and the position of the last message delivered here. Guarded by its
+// shard's lock.
+type topic struct {
+	name string
+	subs map[*client]*part
+	// pos is the last message delivered here; while fresh, a client whose
+	// cursor is pos registers without reading the history.
+	pos      Cursor
+	fresh    bool
+	activity time.Time // last message, registration or unregistration
+}
+
+// Open returns a Manager whose broker has started within ctx, or the
+// broker's error. It starts the goroutine that reclaims idle topics; call
+// Close to stop it and the broker.
+func Open(ctx context.Context, opts ...Option) (*Manager, error) {
 	cfg := newConfig(opts)
 	m := &Manager{
-		cfg:  cfg,
-		seed: maphash.MakeSeed(),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
+		cfg:    cfg,
+		broker: cfg.broker,
+		seed:   maphash.MakeSeed(),
+		quit:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	if m.broker == nil {
+		m.broker = NewInProcessBroker()
 	}
 	m.shards = make([]shard, cfg.shards)
 	for i := range m.shards {
 		m.shards[i].topics = make(map[string]*topic)
 	}
 	m.metrics = newMetrics(cfg.registerer)
-	m.broker = cfg.broker
-	if m.broker == nil {
-		m.broker = NewInProcessBroker()
-	}
-	if err := m.broker.Attach(node{m}); err != nil {
-		// New has no error result (the API contract); the broker's error
-		// comes back from every Broadcast instead.
-		m.broker = failedBroker{err}
+	if err := m.broker.Start(ctx, node{m}, BrokerConfig{History: cfg.history}); err != nil {
+		return nil, fmt.Errorf("clientmgr: starting the broker: %w", err)
 	}
 	go m.reclaimIdle()
+	return m, nil
+}
+
+// New is Open for a broker that cannot fail to start, such as the default
+// in-process one: it panics if the broker's Start returns an error. Use
+// Open with a broker that does I/O (package redisbroker).
+func New(opts ...Option) *Manager {
+	m, err := Open(context.Background(), opts...)
+	if err != nil {
+		panic(err.Error() + " (use clientmgr.Open to handle a broker's error)")
+	}
 	return m
 }
 
@@ -83,22 +107,48 @@ func (m *Manager) lookup(s *shard, name string, create bool, now time.Time) (*to
 		m.topics.Add(-1)
 		return nil, ErrTooManyTopics
 	}
-	t := newTopic(name, m.cfg.history, now)
+	t := &topic{name: name, subs: make(map[*client]*part), activity: now}
 	s.topics[name] = t
 	m.metrics.topics.Inc()
 	return t, nil
 }
 
-// Register registers c, which must be suspended, on topic. If the topic
-// holds messages after Seq `after`, they are delivered to c at once and c is
-// resumed with them (if `after` is larger than the topic's last Seq, a
-// cursor from before a restart, the whole history is delivered); so a
-// handler that suspends and registers with the client's last seen Seq never
-// misses a message published in between. Then every Broadcast on topic
-// joins c's batch until c's next dispatch starts or c finishes, when the
-// registration ends by itself, on every topic c was registered on. Read the
-// batch with Messages in that dispatch.
+// Register registers c, which must be suspended, on topic, with a plain
+// Seq cursor taken at face value: RegisterCursor with Cursor{Seq: after},
+// within c's request context. Prefer RegisterCursor with the cursor of
+// the last message the client saw: a plain Seq cannot tell a sequence that
+// started again (a restart) from the one the client saw.
 func (m *Manager) Register(topicName string, after uint64, c *continuation.Continuation) error {
+	ctx := context.Background()
+	if c != nil {
+		ctx = c.Request().Context()
+	}
+	return m.RegisterCursor(ctx, topicName, Cursor{Seq: after}, c)
+}
+
+// RegisterCursor registers c, which must be suspended, on topic, for the
+// messages after the client's cursor. What the history holds after it is
+// delivered at once (c is resumed with it); a cursor that cannot be
+// honoured (from another epoch, older than the history, ahead of the
+// topic) resumes c at once with what there is, its Batch marked
+// incomplete. Then every message published on the topic joins c's batch
+// until c's next dispatch starts or c finishes, when the registration
+// ends by itself, on every topic c was registered on. Read the batches in
+// that dispatch with Batches (or Messages).
+//
+// Register is atomic with Broadcast: a message is in the history the
+// registration reads or delivered to it, never neither, so a handler that
+// suspends and registers with the client's cursor never misses a message.
+// When the cursor is where this node's copy of the topic stands, nothing
+// is read; otherwise the broker's History is, within ctx.
+//
+// It returns ErrNotSuspended if c is not suspended, ErrAlreadyRegistered
+// for a second registration on topic in one suspension, ErrInvalidTopic,
+// ErrTooManyTopics, ErrClosed, or the broker's error reading the history.
+// On an error c stays suspended and is not registered on topic (it may be
+// on others): the handler should end the suspension itself, for instance
+// with c.Resume() to answer at once.
+func (m *Manager) RegisterCursor(ctx context.Context, topicName string, after Cursor, c *continuation.Continuation) error {
 	switch {
 	case m.closed.Load():
 		return ErrClosed
@@ -107,56 +157,56 @@ func (m *Manager) Register(topicName string, after uint64, c *continuation.Conti
 	case c == nil || !c.IsSuspended():
 		return ErrNotSuspended
 	}
-	m.syncIfBehind(topicName, after)
 	cl := m.clientFor(c)
-	now := time.Now()
 	s := m.shard(topicName)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	t, err := m.lookup(s, topicName, true, now)
+	if m.closed.Load() { // under the lock: Close resumes what it finds under it
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	t, err := m.lookup(s, topicName, true, time.Now())
 	if err != nil {
+		s.mu.Unlock()
 		return err
 	}
-	if !cl.register(t, c) {
-		return ErrNotSuspended
+	p, err := cl.begin(t, c, after)
+	if err != nil {
+		s.mu.Unlock()
+		return err
 	}
-	if _, ok := t.subs[cl]; !ok {
-		t.subs[cl] = struct{}{}
-		m.metrics.registered.Inc()
+	t.subs[cl] = p
+	t.activity = time.Now()
+	m.metrics.registered.Inc()
+	if t.fresh && (after == t.pos || (after.Epoch == 0 && after.Seq == t.pos.Seq)) {
+		p.state = live // up to date: nothing to read
+		s.mu.Unlock()
+		return nil
 	}
-	t.activity = now
-	if t.last != after {
-		backlog, _ := t.since(after)
-		for _, msg := range backlog {
-			cl.deliver(msg)
-		}
+	s.mu.Unlock()
+
+	m.metrics.historyReads.Inc()
+	msgs, head, err := m.broker.History(ctx, topicName, after)
+	if err != nil {
+		m.unsubscribe(t, cl)
+		cl.abandon(p)
+		return fmt.Errorf("clientmgr: reading the history of %q: %w", topicName, err)
+	}
+	b := window(topicName, after, msgs, head)
+	if !b.Complete {
+		m.metrics.incomplete.Inc()
+	}
+	h, wake := cl.settle(p, b)
+	if wake {
+		_ = h.Resume() // already resumed, expired or gone: the batch waits for its dispatch
 	}
 	return nil
-}
-
-// register starts (or extends) the client's registration for c's current
-// suspension; false if c is no longer suspended.
-func (cl *client) register(t *topic, c *continuation.Continuation) bool {
-	h := c.Handle()
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if cl.sealed || cl.handle != h {
-		// A new suspension: a new batch.
-		cl.handle, cl.batch, cl.sealed, cl.topics = h, nil, false, cl.topics[:0]
-	}
-	if !c.IsSuspended() {
-		return false
-	}
-	if !slices.Contains(cl.topics, t) {
-		cl.topics = append(cl.topics, t)
-	}
-	return true
 }
 
 // clientFor returns m's client for c, creating it (and listening to c) on
 // first use.
 func (m *Manager) clientFor(c *continuation.Continuation) *client {
-	cls := attachedClients(c)
+	v, _ := c.LoadOrStoreValue(clientsKey{}, &clientList{})
+	cls := v.(*clientList)
 	cls.mu.Lock()
 	defer cls.mu.Unlock()
 	for _, cl := range cls.list {
@@ -170,24 +220,6 @@ func (m *Manager) clientFor(c *continuation.Continuation) *client {
 	return cl
 }
 
-// attachMu serializes creating a continuation's client list, which lives
-// in its attributes.
-var attachMu sync.Mutex
-
-func attachedClients(c *continuation.Continuation) *clientList {
-	if cls, ok := c.Attribute(clientsAttr).(*clientList); ok {
-		return cls
-	}
-	attachMu.Lock()
-	defer attachMu.Unlock()
-	cls, ok := c.Attribute(clientsAttr).(*clientList)
-	if !ok {
-		cls = &clientList{}
-		c.SetAttribute(clientsAttr, cls)
-	}
-	return cls
-}
-
 func (m *Manager) unsubscribe(t *topic, cl *client) {
 	s := m.shard(t.name)
 	s.mu.Lock()
@@ -199,10 +231,11 @@ func (m *Manager) unsubscribe(t *topic, cl *client) {
 	s.mu.Unlock()
 }
 
-// Broadcast publishes data on topic: the broker assigns its Seq, it joins
-// the topic's history, and every continuation registered on the topic (on
-// every node) gets it in its batch and is resumed. Broadcast never waits
-// for a client; it returns the message as stored.
+// Broadcast publishes data on topic through the broker, which gives it its
+// Epoch and Seq and keeps it in the topic's history; every continuation
+// registered on the topic, on every node, gets it in its batch and is
+// resumed. Broadcast never waits for a client; it returns the message as
+// stored.
 func (m *Manager) Broadcast(ctx context.Context, topicName string, data []byte) (Message, error) {
 	switch {
 	case m.closed.Load():
@@ -212,7 +245,22 @@ func (m *Manager) Broadcast(ctx context.Context, topicName string, data []byte) 
 	case len(data) > m.cfg.maxMessage:
 		return Message{}, fmt.Errorf("%w: %d bytes, at most %d", ErrMessageTooLarge, len(data), m.cfg.maxMessage)
 	}
-	msg, err := m.broker.Publish(ctx, topicName, slices.Clone(data))
+	// The topic is made here first, so that the broker keeps nothing for a
+	// topic beyond WithMaxTopics.
+	now := time.Now()
+	s := m.shard(topicName)
+	s.mu.Lock()
+	t, err := m.lookup(s, topicName, true, now)
+	var seen Cursor
+	if err == nil {
+		seen = t.pos
+		t.activity = now
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return Message{}, err
+	}
+	msg, err := m.broker.Publish(ctx, topicName, slices.Clone(data), seen)
 	if err != nil {
 		return Message{}, err
 	}
@@ -220,57 +268,78 @@ func (m *Manager) Broadcast(ctx context.Context, topicName string, data []byte) 
 	return msg, nil
 }
 
-// appendLocal assigns the next Seq of the topic and delivers the message:
-// the in-process broker's whole Publish.
-func (m *Manager) appendLocal(topicName string, data []byte, at time.Time) (Message, error) {
-	s := m.shard(topicName)
-	s.mu.Lock()
-	t, err := m.lookup(s, topicName, true, at)
-	if err != nil {
-		s.mu.Unlock()
-		return Message{}, err
-	}
-	msg := Message{Topic: topicName, Seq: t.last + 1, Data: data, Time: at}
-	woken := m.deliverLocked(t, msg)
-	s.mu.Unlock()
-	resumeAll(woken)
-	return msg, nil
-}
-
-// deliver takes a message published anywhere into the topic's history and
-// to its local subscribers.
-func (m *Manager) deliver(msg Message) {
+// deliver hands a message published anywhere to the clients registered on
+// its topic here.
+func (m *Manager) deliver(msg Message) error {
 	s := m.shard(msg.Topic)
 	s.mu.Lock()
-	t, err := m.lookup(s, msg.Topic, true, msg.Time)
-	if err != nil || msg.Seq <= t.last {
+	t := s.topics[msg.Topic]
+	if t == nil {
 		s.mu.Unlock()
-		return // too many topics here, or a duplicate
+		return nil // nobody here asked for it; History has it
 	}
-	woken := m.deliverLocked(t, msg)
-	s.mu.Unlock()
-	resumeAll(woken)
-}
-
-// deliverLocked appends msg to the topic's history and to the batch of
-// every client registered on it, under the shard's lock, so that batches
-// keep Seq order. It returns the suspensions to resume, which the caller
-// resumes once it has released the lock: a resumed request's dispatch
-// starts by ending its registrations under that lock, and would otherwise
-// wait for the rest of the fan-out, tens of thousands of clients at once
-// queueing on one mutex (BenchmarkBroadcast10k).
-func (m *Manager) deliverLocked(t *topic, msg Message) []continuation.Handle {
-	t.append(msg)
+	if msg.Epoch == t.pos.Epoch && msg.Seq <= t.pos.Seq {
+		if msg.Seq == t.pos.Seq {
+			s.mu.Unlock()
+			return nil // delivered twice: nothing new
+		}
+		// The engine's sequence went back: every cursor past msg in this
+		// epoch names a message the engine no longer has. The clients are
+		// told, and the broker starts a new epoch.
+		had := t.pos
+		t.pos, t.fresh = msg.Cursor(), false
+		m.metrics.rewound.Inc()
+		woken := m.breakOffLocked(t, false)
+		s.mu.Unlock()
+		resumeAll(woken)
+		return fmt.Errorf("%w: %q at Seq %d after %d", ErrSequenceRewound, msg.Topic, msg.Seq, had.Seq)
+	}
+	t.pos, t.fresh = msg.Cursor(), true
+	t.activity = time.Now()
 	var woken []continuation.Handle
-	for cl := range t.subs {
-		if h, wake, _ := cl.add(msg); wake {
+	for cl, p := range t.subs {
+		if h, wake := cl.offer(p, msg); wake {
 			if woken == nil {
 				woken = make([]continuation.Handle, 0, len(t.subs))
 			}
 			woken = append(woken, h)
 		}
 	}
+	s.mu.Unlock()
+	// Resumed after the lock is released: a resumed request's dispatch
+	// starts by ending its registrations under that lock, and would
+	// otherwise wait for the rest of the fan-out, tens of thousands of
+	// clients at once queueing on one mutex (BenchmarkBroadcast10k).
+	resumeAll(woken)
+	return nil
+}
+
+// breakOffLocked finishes the batches of every client registered on t
+// (complete or not) and returns the suspensions to resume.
+func (m *Manager) breakOffLocked(t *topic, complete bool) []continuation.Handle {
+	var woken []continuation.Handle
+	for cl, p := range t.subs {
+		if h, wake := cl.breakOff(p, complete); wake {
+			woken = append(woken, h)
+		}
+	}
 	return woken
+}
+
+// interrupted wakes every client: messages may have been published that
+// never reached this node. Each asks again from its cursor.
+func (m *Manager) interrupted() {
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		var woken []continuation.Handle
+		for _, t := range s.topics {
+			t.fresh = false
+			woken = append(woken, m.breakOffLocked(t, true)...)
+		}
+		s.mu.Unlock()
+		resumeAll(woken)
+	}
 }
 
 func resumeAll(hs []continuation.Handle) {
@@ -279,75 +348,49 @@ func resumeAll(hs []continuation.Handle) {
 	}
 }
 
+// History returns the topic's messages after the cursor, as a Batch that
+// says whether the cursor was honoured and where to ask from next. It
+// reads the broker's history within ctx.
+func (m *Manager) History(ctx context.Context, topicName string, after Cursor) (Batch, error) {
+	if !validTopic(topicName) {
+		return Batch{}, fmt.Errorf("%w: %q", ErrInvalidTopic, topicName)
+	}
+	msgs, head, err := m.broker.History(ctx, topicName, after)
+	if err != nil {
+		return Batch{}, fmt.Errorf("clientmgr: reading the history of %q: %w", topicName, err)
+	}
+	return window(topicName, after, msgs, head), nil
+}
+
 // Since returns the topic's history after Seq `after`, and whether it is
 // complete: false when some of it already fell out of the history, and
 // when `after` is larger than the topic's last Seq (a cursor from before a
-// restart), in which case the whole history is returned.
+// restart), in which case the whole history is returned. It reads the
+// broker's history within DefaultReadTimeout and answers (nil, false) if
+// that fails; use History for a cursor with an epoch, a context and the
+// error.
 func (m *Manager) Since(topicName string, after uint64) (msgs []Message, complete bool) {
-	m.syncIfBehind(topicName, after)
-	s := m.shard(topicName)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t := s.topics[topicName]
-	if t == nil {
-		return nil, after == 0
-	}
-	return t.since(after)
-}
-
-// LastSeq returns the topic's last Seq (0 if it has none), for subscribers
-// that want only what comes next.
-func (m *Manager) LastSeq(topicName string) uint64 {
-	m.syncIfBehind(topicName, 0)
-	return m.lastSeq(topicName)
-}
-
-func (m *Manager) lastSeq(topicName string) uint64 {
-	s := m.shard(topicName)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if t := s.topics[topicName]; t != nil {
-		return t.last
-	}
-	return 0
-}
-
-// resetTopic empties a topic's history; its subscribers stay registered
-// and get what comes next.
-func (m *Manager) resetTopic(topicName string) {
-	s := m.shard(topicName)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if t := s.topics[topicName]; t != nil {
-		clear(t.ring)
-		t.last = 0
-	}
-}
-
-// syncIfBehind asks a SyncBroker to bring the topic up to date when this
-// node cannot answer a cursor from its own copy: it does not hold the
-// topic, or the cursor is ahead of it. With any other broker the node's
-// copy is the whole truth, and a cursor ahead of it is from before a
-// restart.
-func (m *Manager) syncIfBehind(topicName string, after uint64) {
-	sb, ok := m.broker.(SyncBroker)
-	if !ok || !validTopic(topicName) {
-		return
-	}
-	s := m.shard(topicName)
-	s.mu.Lock()
-	t := s.topics[topicName]
-	behind := t == nil || after > t.last
-	s.mu.Unlock()
-	if !behind {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultReadTimeout)
 	defer cancel()
-	if err := sb.Sync(ctx, topicName); err != nil {
-		// Answer from what this node has; the broker counts and retries.
-		m.metrics.syncFailed.Inc()
+	b, err := m.History(ctx, topicName, Cursor{Seq: after})
+	if err != nil {
+		return nil, false
 	}
+	return b.Messages, b.Complete
+}
+
+// Head returns where the topic stands: the position of its newest message
+// (the zero Cursor for a topic with no messages). A client that wants only
+// what comes next registers with it.
+func (m *Manager) Head(ctx context.Context, topicName string) (Cursor, error) {
+	if !validTopic(topicName) {
+		return Cursor{}, fmt.Errorf("%w: %q", ErrInvalidTopic, topicName)
+	}
+	head, err := m.broker.Head(ctx, topicName)
+	if err != nil {
+		return Cursor{}, fmt.Errorf("clientmgr: reading the head of %q: %w", topicName, err)
+	}
+	return head, nil
 }
 
 // Count returns the number of continuations registered on topic now.
@@ -361,15 +404,15 @@ func (m *Manager) Count(topicName string) int {
 	return 0
 }
 
-// TopicInfo describes one topic, for presence and stats.
+// TopicInfo describes one topic on this node, for presence and stats.
 type TopicInfo struct {
 	Name        string
 	Subscribers int
-	LastSeq     uint64
+	Last        Cursor // the last message delivered on this node
 }
 
-// Topics lists the topics whose name starts with prefix ("" for all),
-// sorted by name. It holds one shard's lock at a time.
+// Topics lists the topics this node holds whose name starts with prefix
+// ("" for all), sorted by name. It holds one shard's lock at a time.
 func (m *Manager) Topics(prefix string) []TopicInfo {
 	var out []TopicInfo
 	for i := range m.shards {
@@ -377,7 +420,7 @@ func (m *Manager) Topics(prefix string) []TopicInfo {
 		s.mu.Lock()
 		for name, t := range s.topics {
 			if strings.HasPrefix(name, prefix) {
-				out = append(out, TopicInfo{Name: name, Subscribers: len(t.subs), LastSeq: t.last})
+				out = append(out, TopicInfo{Name: name, Subscribers: len(t.subs), Last: t.pos})
 			}
 		}
 		s.mu.Unlock()
@@ -390,7 +433,7 @@ func (m *Manager) Topics(prefix string) []TopicInfo {
 // subscriber and no message for the idle timeout.
 func (m *Manager) reclaimIdle() {
 	defer close(m.done)
-	tick := time.NewTicker(m.cfg.idleTimeout / 4)
+	tick := time.NewTicker(max(m.cfg.idleTimeout/4, time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
@@ -403,75 +446,55 @@ func (m *Manager) reclaimIdle() {
 }
 
 func (m *Manager) reclaim(now time.Time) {
+	forgetter, _ := m.broker.(Forgetter)
 	for i := range m.shards {
 		s := &m.shards[i]
+		var gone []string
 		s.mu.Lock()
 		for name, t := range s.topics {
 			if len(t.subs) == 0 && now.Sub(t.activity) >= m.cfg.idleTimeout {
 				delete(s.topics, name)
-				m.topics.Add(-1)
-				m.metrics.topics.Dec()
+				gone = append(gone, name)
 			}
 		}
 		s.mu.Unlock()
+		m.topics.Add(-int64(len(gone)))
+		m.metrics.topics.Sub(float64(len(gone)))
+		if forgetter != nil {
+			for _, name := range gone {
+				forgetter.Forget(name)
+			}
+		}
 	}
 }
 
 // Close stops the Manager: later calls return ErrClosed, every registered
 // continuation is resumed (with what its batch holds, perhaps nothing) so
 // that its handler can answer, the reclaiming goroutine stops, and the
-// broker is closed.
+// broker is closed; Close returns the broker's error. Calling it again
+// returns the same.
 func (m *Manager) Close() error {
-	var err error
-	m.closeMu.Do(func() {
+	m.once.Do(func() {
 		m.closed.Store(true)
 		close(m.quit)
 		<-m.done
 		for i := range m.shards {
 			s := &m.shards[i]
 			s.mu.Lock()
-			var subs []*client
+			var woken []continuation.Handle
 			for _, t := range s.topics {
-				for cl := range t.subs {
-					subs = append(subs, cl)
-				}
+				woken = append(woken, m.breakOffLocked(t, true)...)
 			}
 			s.mu.Unlock()
-			for _, cl := range subs {
-				cl.mu.Lock()
-				h := cl.handle
-				cl.mu.Unlock()
-				_ = h.Resume()
-			}
+			resumeAll(woken)
 		}
-		err = m.broker.Close()
+		m.err = m.broker.Close()
 	})
-	return err
+	return m.err
 }
 
 // node is the Manager as its broker sees it.
 type node struct{ m *Manager }
 
-func (n node) Deliver(msg Message) { n.m.deliver(msg) }
-func (n node) Append(topic string, data []byte, at time.Time) (Message, error) {
-	return n.m.appendLocal(topic, data, at)
-}
-func (n node) LastSeq(topic string) uint64 { return n.m.lastSeq(topic) }
-func (n node) Reset(topic string)          { n.m.resetTopic(topic) }
-func (n node) Topics() []string {
-	infos := n.m.Topics("")
-	names := make([]string, len(infos))
-	for i, t := range infos {
-		names[i] = t.Name
-	}
-	return names
-}
-
-// failedBroker stands in for a broker that could not attach.
-type failedBroker struct{ err error }
-
-func (b failedBroker) Attach(Node) error { return b.err }
-func (b failedBroker) Publish(context.Context, string, []byte) (Message, error) {
-	return Message{}, b.err
-}
-func (b failedBroker) Close() error { return nil }
+func (n node) Deliver(msg Message) error { return n.m.deliver(msg) }
+func (n node) Interrupted()              { n.m.interrupted() }

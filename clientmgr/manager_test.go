@@ -21,19 +21,33 @@ import (
 )
 
 // longPoll is the handler the tests drive: it registers on the topics in
-// ?topic= (comma-separated) with cursor ?after=, and answers the batch as
-// "seq:data" lines.
+// ?topic= (comma-separated) with the plain Seq cursor ?after= (Register),
+// or with ?cursor= (RegisterCursor), and answers each batch as
+// "topic/seq:data" lines, followed by "topic incomplete, next <cursor>"
+// for a batch that could not honour the cursor.
 func longPoll(t *testing.T, m *clientmgr.Manager, registered chan<- *continuation.Continuation) http.Handler {
 	return dispatcher(func(w http.ResponseWriter, r *http.Request, c *continuation.Continuation) {
 		if !c.IsInitial() {
-			for _, msg := range clientmgr.Messages(c) {
-				fmt.Fprintf(w, "%s/%d:%s\n", msg.Topic, msg.Seq, msg.Data)
+			for _, b := range clientmgr.Batches(c) {
+				for _, msg := range b.Messages {
+					fmt.Fprintf(w, "%s/%d:%s\n", msg.Topic, msg.Seq, msg.Data)
+				}
+				if !b.Complete {
+					fmt.Fprintf(w, "%s incomplete, next %s\n", b.Topic, b.Next)
+				}
 			}
 			return
 		}
-		after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+		q := r.URL.Query()
 		require.NoError(t, c.Suspend())
-		for _, topic := range strings.Split(r.URL.Query().Get("topic"), ",") {
+		for _, topic := range strings.Split(q.Get("topic"), ",") {
+			if q.Has("cursor") {
+				cursor, err := clientmgr.ParseCursor(q.Get("cursor"))
+				require.NoError(t, err)
+				require.NoError(t, m.RegisterCursor(r.Context(), topic, cursor, c))
+				continue
+			}
+			after, _ := strconv.ParseUint(q.Get("after"), 10, 64)
 			require.NoError(t, m.Register(topic, after, c))
 		}
 		if registered != nil {
@@ -115,8 +129,11 @@ func TestRegisterWithCursorDeliversBacklog(t *testing.T) {
 		assert.Equal(t, 1, m.Count("room"))
 		broadcast(t, m, "room", "m6")
 		assert.Equal(t, "room/6:m6\n", p.wait().Body.String())
-		// A cursor from the future (before a restart): the whole history.
-		assert.Equal(t, "room/1:m1\nroom/2:m2\nroom/3:m3\nroom/4:m4\nroom/5:m5\nroom/6:m6\n",
+		// A cursor from the future (before a restart): the whole history,
+		// incomplete.
+		head, err := m.Head(t.Context(), "room")
+		require.NoError(t, err)
+		assert.Equal(t, "room/1:m1\nroom/2:m2\nroom/3:m3\nroom/4:m4\nroom/5:m5\nroom/6:m6\nroom incomplete, next "+head.String()+"\n",
 			start(h, "/?topic=room&after=99").wait().Body.String())
 	})
 }
@@ -229,7 +246,10 @@ func TestSince(t *testing.T) {
 	}
 	msgs, _ = m.Since("room", 9)
 	assert.Equal(t, "j", string(msgs[0].Data))
-	assert.Equal(t, uint64(10), m.LastSeq("room"))
+	head, err := m.Head(context.Background(), "room")
+	require.NoError(t, err)
+	assert.Equal(t, uint64(10), head.Seq)
+	assert.Equal(t, msgs[0].Epoch, head.Epoch)
 }
 
 func TestErrors(t *testing.T) {
@@ -275,35 +295,45 @@ func TestIdleTopicsReclaimed(t *testing.T) {
 		_, err := m.Broadcast(t.Context(), "third", nil)
 		require.ErrorIs(t, err, clientmgr.ErrTooManyTopics)
 
+		before, err := m.Head(t.Context(), "idle")
+		require.NoError(t, err)
 		time.Sleep(20 * time.Second)
 		assert.Equal(t, []clientmgr.TopicInfo{{Name: "watched", Subscribers: 1}}, m.Topics(""))
 		msg := broadcast(t, m, "idle", "again") // there is room for it again
 		assert.Equal(t, uint64(1), msg.Seq, "a reclaimed topic starts again, as after a restart")
+		assert.NotEqual(t, before.Epoch, msg.Epoch, "under a new epoch")
+		// A client with a cursor from before the reclaim is told.
+		assert.Equal(t, "idle/1:again\nidle incomplete, next "+msg.Cursor().String()+"\n",
+			start(h, "/?topic=idle&cursor="+before.String()).wait().Body.String())
 		broadcast(t, m, "watched", "z")
 		p.wait()
 	})
 }
 
-// A slow consumer's batch is bounded: the oldest are dropped, counted, and
-// visible as a gap.
+// A slow consumer's batch is bounded: a full batch takes no more, and the
+// client's next registration, from its last message, reads the rest from
+// the history. Nothing is dropped, and the batch has no gap.
 func TestBatchBound(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		reg := prometheus.NewPedanticRegistry()
 		m := clientmgr.New(clientmgr.WithMaxBatch(3), clientmgr.WithMetrics(reg))
 		defer m.Close()
 		gate := make(chan struct{})
-		var dropped uint64
 		d := dispatcher(func(w http.ResponseWriter, r *http.Request, c *continuation.Continuation) {
 			if !c.IsInitial() {
-				for _, msg := range clientmgr.Messages(c) {
+				b := clientmgr.Batches(c)[0]
+				for _, msg := range b.Messages {
 					fmt.Fprintf(w, "%d ", msg.Seq)
 				}
-				dropped = clientmgr.Dropped(c)
+				fmt.Fprintf(w, "complete=%v next=%d", b.Complete, b.Next.Seq)
 				return
 			}
 			require.NoError(t, c.Suspend())
-			require.NoError(t, m.Register("room", 0, c))
-			<-gate
+			after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+			require.NoError(t, m.Register("room", after, c))
+			if after == 0 {
+				<-gate
+			}
 		})
 		p := start(d, "/")
 		synctest.Wait()
@@ -311,9 +341,9 @@ func TestBatchBound(t *testing.T) {
 			broadcast(t, m, "room", "x")
 		}
 		close(gate)
-		assert.Equal(t, "3 4 5 ", p.wait().Body.String())
-		assert.Equal(t, uint64(2), dropped)
-		assert.Equal(t, 2.0, testutil.ToFloat64(counter(t, reg, "cometkit_clientmgr_batch_dropped_total")))
+		assert.Equal(t, "1 2 3 complete=true next=3", p.wait().Body.String())
+		assert.Equal(t, 1.0, testutil.ToFloat64(counter(t, reg, "cometkit_clientmgr_batch_full_total")))
+		assert.Equal(t, "4 5 complete=true next=5", start(d, "/?after=3").wait().Body.String())
 	})
 }
 
@@ -328,6 +358,11 @@ func TestMetricsAndPresence(t *testing.T) {
 		a, b := start(h, "/?topic=room:1"), start(h, "/?topic=room:2")
 		synctest.Wait()
 		assert.Equal(t, []clientmgr.TopicInfo{{Name: "room:1", Subscribers: 1}, {Name: "room:2", Subscribers: 1}}, m.Topics("room:"))
+		defer func() {
+			infos := m.Topics("room:")
+			require.Len(t, infos, 2)
+			assert.Equal(t, uint64(1), infos[0].Last.Seq, "the last message delivered here")
+		}()
 		broadcast(t, m, "room:1", "x")
 		broadcast(t, m, "room:2", "y")
 		a.wait()
@@ -346,7 +381,7 @@ cometkit_clientmgr_messages_total 2
 # HELP cometkit_clientmgr_registered Registrations of continuations on topics.
 # TYPE cometkit_clientmgr_registered gauge
 cometkit_clientmgr_registered 0
-# HELP cometkit_clientmgr_topics Topics alive.
+# HELP cometkit_clientmgr_topics Topics this node holds.
 # TYPE cometkit_clientmgr_topics gauge
 cometkit_clientmgr_topics 2
 `), "cometkit_clientmgr_deliveries_total", "cometkit_clientmgr_messages_total", "cometkit_clientmgr_registered", "cometkit_clientmgr_topics"))

@@ -11,38 +11,38 @@ type metrics struct {
 	registered   prometheus.Gauge
 	messages     prometheus.Counter
 	deliveries   prometheus.Counter
-	batchDropped prometheus.Counter
-	syncFailed   prometheus.Counter
+	batchFull    prometheus.Counter
+	historyReads prometheus.Counter
+	incomplete   prometheus.Counter
+	rewound      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: "cometkit_clientmgr_" + name, Help: help})
+	}
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "cometkit_clientmgr_" + name, Help: help})
+	}
 	m := &metrics{
-		topics: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "cometkit_clientmgr_topics", Help: "Topics alive.",
-		}),
-		registered: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "cometkit_clientmgr_registered", Help: "Registrations of continuations on topics.",
-		}),
-		messages: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cometkit_clientmgr_messages_total", Help: "Messages broadcast through this node.",
-		}),
-		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cometkit_clientmgr_deliveries_total", Help: "Messages added to a registered continuation's batch.",
-		}),
-		batchDropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cometkit_clientmgr_batch_dropped_total", Help: "Messages dropped from a full batch (WithMaxBatch); the client gets them again from the history.",
-		}),
-		syncFailed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cometkit_clientmgr_sync_failed_total", Help: "Times a SyncBroker could not bring a topic up to date before a cursor was answered; the node answered from its own copy.",
-		}),
+		topics:       gauge("topics", "Topics this node holds."),
+		registered:   gauge("registered", "Registrations of continuations on topics."),
+		messages:     counter("messages_total", "Messages broadcast through this node."),
+		deliveries:   counter("deliveries_total", "Messages added to a registered continuation's batch."),
+		batchFull:    counter("batch_full_total", "Batches that reached WithMaxBatch; the client gets the rest from the history."),
+		historyReads: counter("history_reads_total", "Registrations that read the broker's history (the cursor was not where this node stood)."),
+		incomplete:   counter("incomplete_total", "Registrations whose cursor could not be honoured (another epoch, older than the history, ahead of the topic): the client was told it may have missed messages."),
+		rewound:      counter("sequence_rewound_total", "Messages that went back in their topic's sequence: the broker's engine lost acknowledged messages."),
 	}
 	if reg != nil {
 		m.topics = promreg.Register(reg, m.topics)
 		m.registered = promreg.Register(reg, m.registered)
 		m.messages = promreg.Register(reg, m.messages)
 		m.deliveries = promreg.Register(reg, m.deliveries)
-		m.batchDropped = promreg.Register(reg, m.batchDropped)
-		m.syncFailed = promreg.Register(reg, m.syncFailed)
+		m.batchFull = promreg.Register(reg, m.batchFull)
+		m.historyReads = promreg.Register(reg, m.historyReads)
+		m.incomplete = promreg.Register(reg, m.incomplete)
+		m.rewound = promreg.Register(reg, m.rewound)
 	}
 	return m
 }

@@ -1,24 +1,29 @@
 package clientmgr
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Defaults used by New.
+// Defaults used by New and Open.
 const (
 	DefaultHistory        = 256             // messages kept per topic
 	DefaultMaxMessageSize = 64 << 10        // bytes of one message
-	DefaultMaxTopics      = 100_000         // topics alive at once
+	DefaultMaxTopics      = 100_000         // topics a node holds at once
 	DefaultIdleTimeout    = 5 * time.Minute // before a topic without subscribers or messages is reclaimed
 	DefaultMaxBatch       = 1024            // messages held for one continuation between two dispatches
+	DefaultReadTimeout    = 2 * time.Second // bound on the history read of Since, which takes no context
 )
 
 // MaxTopicLen is the longest topic name, in bytes.
 const MaxTopicLen = 256
 
-// An Option configures a Manager.
+// An Option configures a Manager. An option's argument means what it says,
+// and the defaults are what you get by not passing the option: a value
+// that cannot be meant (a size below 1, a duration of 0 or less, a nil
+// broker or registry) makes New and Open panic, naming the option.
 type Option func(*config)
 
 type config struct {
@@ -47,73 +52,80 @@ func newConfig(opts []Option) config {
 	return cfg
 }
 
-// WithHistory sets how many messages each topic keeps for Since and for
-// Register's cursor (default DefaultHistory; n < 1 keeps the default).
-func WithHistory(n int) Option {
-	return func(c *config) {
-		if n > 0 {
-			c.history = n
-		}
+// atLeastOne is the check of the options that take a size.
+func atLeastOne(option string, n int) int {
+	if n < 1 {
+		panic(fmt.Sprintf("clientmgr: %s(%d): must be at least 1", option, n))
 	}
+	return n
+}
+
+// WithHistory sets how many messages each topic keeps for History, Since
+// and the cursors of registrations, in whatever broker keeps them
+// (default DefaultHistory). A client whose cursor is older than that is
+// told its batch is incomplete.
+func WithHistory(n int) Option {
+	return func(c *config) { c.history = atLeastOne("WithHistory", n) }
 }
 
 // WithMaxMessageSize sets the largest message Broadcast accepts, in bytes;
 // beyond it Broadcast returns ErrMessageTooLarge (default
-// DefaultMaxMessageSize; n < 1 keeps the default).
+// DefaultMaxMessageSize).
 func WithMaxMessageSize(n int) Option {
-	return func(c *config) {
-		if n > 0 {
-			c.maxMessage = n
-		}
-	}
+	return func(c *config) { c.maxMessage = atLeastOne("WithMaxMessageSize", n) }
 }
 
-// WithMaxTopics caps the topics alive at once; creating one more returns
-// ErrTooManyTopics (default DefaultMaxTopics; n < 1 keeps the default).
-// Client-chosen topic names therefore cannot grow memory without bound.
+// WithMaxTopics caps the topics a node holds at once; a registration or a
+// Broadcast that would make one more returns ErrTooManyTopics (default
+// DefaultMaxTopics). Client-chosen topic names therefore cannot grow
+// memory without bound.
 func WithMaxTopics(n int) Option {
-	return func(c *config) {
-		if n > 0 {
-			c.maxTopics = n
-		}
-	}
+	return func(c *config) { c.maxTopics = atLeastOne("WithMaxTopics", n) }
 }
 
 // WithIdleTimeout sets how long a topic with no subscriber and no new
-// message lives before it is reclaimed with its history (default
-// DefaultIdleTimeout; d <= 0 keeps the default). A reclaimed topic starts
-// again at Seq 1, as after a restart: a client's cursor from before is
-// larger than the new last Seq, and Register and Since treat it so.
+// message is kept before it is reclaimed (default DefaultIdleTimeout).
+// With the in-process broker its history goes too, and the topic starts
+// again at Seq 1 under a new epoch, as after a restart; a client's cursor
+// from before gets an incomplete batch.
 func WithIdleTimeout(d time.Duration) Option {
 	return func(c *config) {
-		if d > 0 {
-			c.idleTimeout = d
+		if d <= 0 {
+			panic(fmt.Sprintf("clientmgr: WithIdleTimeout(%v): must be more than 0", d))
 		}
+		c.idleTimeout = d
 	}
 }
 
 // WithMaxBatch bounds the messages held for one continuation between its
 // registration and its next dispatch, so that a slow consumer cannot make
-// the Manager hold a topic's whole traffic. Beyond it the oldest are
-// dropped; the handler sees the gap as a Seq jump, and a client that
-// re-polls with its cursor gets them again from the history (default
-// DefaultMaxBatch; n < 1 keeps the default).
+// the Manager hold a topic's whole traffic (default DefaultMaxBatch). A
+// full batch takes no more: the client's next registration, from the
+// cursor of the last message it got, reads the rest from the history.
 func WithMaxBatch(n int) Option {
-	return func(c *config) {
-		if n > 0 {
-			c.maxBatch = n
-		}
-	}
+	return func(c *config) { c.maxBatch = atLeastOne("WithMaxBatch", n) }
 }
 
-// WithBroker sets the broker that carries messages between nodes (default:
-// NewInProcessBroker, a single node).
+// WithBroker sets the broker that owns the topics' sequences and history
+// and carries messages between nodes (default: NewInProcessBroker, a
+// single node). The Manager starts it, and closes it on Close. A broker
+// that does I/O is started by Open, which returns its error.
 func WithBroker(b Broker) Option {
-	return func(c *config) { c.broker = b }
+	return func(c *config) {
+		if b == nil {
+			panic("clientmgr: WithBroker(nil)")
+		}
+		c.broker = b
+	}
 }
 
 // WithMetrics registers the Manager's metrics on reg (and on no other
 // registry). Managers sharing a registry share its collectors.
 func WithMetrics(reg prometheus.Registerer) Option {
-	return func(c *config) { c.registerer = reg }
+	return func(c *config) {
+		if reg == nil {
+			panic("clientmgr: WithMetrics(nil)")
+		}
+		c.registerer = reg
+	}
 }
