@@ -1,11 +1,19 @@
 package clientmgr
 
-import "github.com/cometkit/cometkit/continuation"
+import (
+	"encoding/json"
+
+	"github.com/cometkit/cometkit/continuation"
+)
 
 // A Batch is what a client gets of one topic: the messages after its
 // cursor, in order and without a gap, and the cursor to ask with next.
 // Manager.History returns one; Batches returns, in the dispatch after a
-// registration, one per topic the continuation was registered on.
+// registration, one per topic the continuation was registered on. In JSON
+// it is what a client needs to show the messages, warn of missed ones and
+// ask again:
+//
+//	{"topic":"room:lobby","messages":[…],"complete":true,"next":"mbk2z3q1xc-42"}
 type Batch struct {
 	Topic string
 	// Messages follow the client's cursor with no gap: from the history
@@ -22,6 +30,21 @@ type Batch struct {
 	// last message, or, when there is none, where the topic stands if the
 	// cursor could not be honoured, else the cursor registered with.
 	Next Cursor
+}
+
+// MarshalJSON encodes the batch as shown on Batch, messages as
+// Message.MarshalJSON does, and no messages as [].
+func (b Batch) MarshalJSON() ([]byte, error) {
+	msgs := b.Messages
+	if msgs == nil {
+		msgs = []Message{}
+	}
+	return json.Marshal(struct {
+		Topic    string    `json:"topic"`
+		Messages []Message `json:"messages"`
+		Complete bool      `json:"complete"`
+		Next     Cursor    `json:"next"`
+	}{b.Topic, msgs, b.Complete, b.Next})
 }
 
 // window turns what a broker's History returned for cursor after into a

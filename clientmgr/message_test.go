@@ -37,6 +37,12 @@ func TestMessageJSON(t *testing.T) {
 	assert.Error(t, json.Unmarshal([]byte(`{"data":"x","encoding":"rot13"}`), &bad))
 }
 
+func TestBatchJSON(t *testing.T) {
+	b, err := json.Marshal(clientmgr.Batch{Topic: "t", Complete: true, Next: clientmgr.Cursor{Epoch: 35, Seq: 5}})
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"topic":"t","messages":[],"complete":true,"next":"z-5"}`, string(b))
+}
+
 func TestCursorText(t *testing.T) {
 	for _, c := range []clientmgr.Cursor{{}, {Seq: 7}, {Epoch: 1, Seq: 0}, {Epoch: 1 << 62, Seq: 1 << 40}} {
 		back, err := clientmgr.ParseCursor(c.String())
