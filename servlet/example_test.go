@@ -22,19 +22,18 @@ type news struct {
 
 func (n *news) DoGet(w http.ResponseWriter, r *http.Request) {
 	c := continuation.FromRequest(r)
-	if headline, ok := c.Attribute("headline").(string); ok {
-		io.WriteString(w, headline)
-		return
+	switch {
+	case c.IsInitial():
+		if err := c.Suspend(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		n.waiting <- c
+	case c.IsExpired():
+		w.WriteHeader(http.StatusNoContent) // no news in time, or the server is stopping
+	default:
+		io.WriteString(w, c.Attribute("headline").(string))
 	}
-	if c.IsExpired() {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	if err := c.Suspend(); err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	n.waiting <- c
 }
 
 func (n *news) DoPost(w http.ResponseWriter, r *http.Request) {
