@@ -3,7 +3,6 @@ package continuation
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"slices"
 	"sync"
@@ -20,53 +19,40 @@ import (
 // that its state-changing methods then return ErrCompleted and its
 // attributes stay readable.
 type Continuation struct {
-	d   *Dispatcher
-	h   http.Handler  // what every dispatch runs
-	req *http.Request // what every dispatch sees; its context is &c.ctx
-	ctx requestContext
-	rw  responseWriter
+	d    *Dispatcher
+	h    http.Handler  // what every dispatch runs
+	req  *http.Request // what every dispatch sees; its context is &c.ctx
+	ctx  requestContext
+	rw   responseWriter
+	body requestBody // what req.Body reads, when the request has a body
+	slot waiter      // the request's place in the pool's queues; the pool's
 
-	mu       sync.Mutex
-	phase    phase
-	decision decision // how the current suspension ends, once decided
-	initial  bool
-	resumed  bool
-	expired  bool
-	cycle    uint64 // count of successful Suspend calls; names a suspension
-	// listenerGoroutine runs the OnTimeout listeners of an expiring
-	// suspension, the only goroutine allowed to Resume or Complete it.
-	listenerGoroutine uint64
-	timeout           time.Duration
-	suspendedAt       time.Time
-	deadline          time.Time // when the waiting suspension expires; zero: never
-	attrs             []attribute
-	listeners         []Listener
-	done              chan struct{} // made on the first call to Done
-	doneClosed        bool
+	mu          sync.Mutex
+	phase       phase
+	decision    decision // how the current suspension ends, once decided
+	initial     bool
+	resumed     bool
+	expired     bool
+	cycle       uint64 // count of successful Suspend calls; names a suspension
+	timeout     time.Duration
+	suspendedAt time.Time
+	deadline    time.Time // when the waiting suspension expires; zero: never
+	attrs       []attribute
+	listeners   []Listener
+	done        chan struct{} // made on the first call to Done
+	doneClosed  bool
 
 	// sig carries one wake-up to the request's goroutine: the end of a
 	// suspension decided elsewhere (Resume, Complete, the timer), or a pool
-	// slot handed over by the pool. The two never overlap: a request waiting for a slot
-	// is not suspended. Made on first use; written by the request goroutine
-	// under mu or pool.mu before anyone else can see it.
+	// slot handed over by the pool. The two never overlap: a request waiting
+	// for a slot is not suspended. Made on first use, by the request's
+	// goroutine, before anyone else can see it.
 	sig chan struct{}
 
-	// Owned by the request's goroutine; no lock.
-	//
-	// timer calls onTimer; one per request, reused across suspensions.
-	// BenchmarkTimers measured a coarse timing wheel against it: the wheel
-	// arms and cancels in 18 ns against 68, holds 58 B per waiting request
-	// against 130, and wakes 100,000 expiries in 0.20 s against 0.38. Each
-	// gap is small beside what a waiting request costs anyway (about 50 KB,
-	// and a round trip of several µs), and the wheel would need a goroutine
-	// of the Dispatcher's ticking for as long as anything waits, and round
-	// every timeout up to its tick; so the runtime's timer it is.
-	timer       *time.Timer
-	bodyDrained bool
-
-	// Links in the pool's wait queues, guarded by pool.mu.
-	queued                 bool
-	prevWaiter, nextWaiter *Continuation
+	// timer calls onTimer; one per request, reused across suspensions, and
+	// owned by the request's goroutine. Why a runtime timer and not a timing
+	// wheel: docs/benchmarks.md, "Design choices in the engine".
+	timer *time.Timer
 }
 
 type phase uint8
@@ -76,7 +62,7 @@ const (
 	suspending              // a dispatch is running and has suspended
 	suspended               // the dispatch returned; waiting, holding no worker
 	expiring                // the suspension expired; OnTimeout listeners run
-	woken                   // the suspension ended; the next step is on its way
+	between                 // no dispatch, no suspension: the next dispatch or the end is on its way
 	finished                // the request is over
 )
 
@@ -99,8 +85,12 @@ type Listener interface {
 	// by Complete, after a panic, or because the client went away.
 	OnComplete(c *Continuation)
 	// OnTimeout is called each time a suspension expires, before the
-	// expiry dispatch. It may write to the response and call Resume or
-	// Complete: Complete ends the request without that dispatch.
+	// expiry dispatch. It may write to the response, and it may call
+	// Resume or Complete, or have another goroutine call them and wait for
+	// it: while the OnTimeout listeners run, the first Resume or Complete
+	// from anyone decides (Resume marks the expiry dispatch IsResumed too;
+	// Complete ends the request without it), and it takes effect once
+	// every listener has returned.
 	OnTimeout(c *Continuation)
 }
 
@@ -159,7 +149,8 @@ func (ctx *requestContext) Value(key any) any {
 }
 
 // FromRequest returns the Continuation of a request served through a
-// Dispatcher, or nil.
+// Dispatcher, or nil. Every method of a nil *Continuation panics with a
+// message that says so.
 func FromRequest(r *http.Request) *Continuation {
 	return FromContext(r.Context())
 }
@@ -179,22 +170,39 @@ func newContinuation(d *Dispatcher, h http.Handler, w http.ResponseWriter, r *ht
 	return c
 }
 
+// mustBeServed explains the usual mistake behind a nil *Continuation:
+// FromRequest found no Dispatcher in front of the handler.
+func (c *Continuation) mustBeServed(method string) {
+	if c == nil {
+		panic("continuation: " + method + " called on a nil *Continuation: the request was not served through a Dispatcher " +
+			"(FromRequest returns nil then); serve the handler through continuation.NewDispatcher, " +
+			"Dispatcher.Handler or middleware.Continuations")
+	}
+}
+
 // Request returns the request that every dispatch receives: the same
 // *http.Request each time, whose context carries the Continuation.
-func (c *Continuation) Request() *http.Request { return c.req }
+func (c *Continuation) Request() *http.Request {
+	c.mustBeServed("Request")
+	return c.req
+}
 
 // ResponseWriter returns the writer every dispatch receives, for code that
 // answers the request outside a dispatch: an OnTimeout listener, or the
 // goroutine that completes a suspended request (write, then Complete).
 // Like any http.ResponseWriter it must not be used concurrently, so use it
 // only while the request is suspended and before ending the suspension, or
-// from a listener.
-func (c *Continuation) ResponseWriter() http.ResponseWriter { return &c.rw }
+// from a listener (while OnTimeout listeners run, the response is theirs).
+func (c *Continuation) ResponseWriter() http.ResponseWriter {
+	c.mustBeServed("ResponseWriter")
+	return &c.rw
+}
 
 // IsInitial reports whether the first dispatch is running. It stays true
 // after Suspend until that dispatch returns, and is false in every
 // redispatch.
 func (c *Continuation) IsInitial() bool {
+	c.mustBeServed("IsInitial")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.initial
@@ -204,6 +212,7 @@ func (c *Continuation) IsInitial() bool {
 // Suspend until the Resume, Complete or expiry that ends the suspension
 // takes effect. Inside OnTimeout it is still true.
 func (c *Continuation) IsSuspended() bool {
+	c.mustBeServed("IsSuspended")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.phase == suspending || c.phase == suspended || c.phase == expiring
@@ -212,16 +221,18 @@ func (c *Continuation) IsSuspended() bool {
 // IsResumed reports whether Resume ended the last suspension. It becomes
 // true when Resume is called and false at the next Suspend.
 func (c *Continuation) IsResumed() bool {
+	c.mustBeServed("IsResumed")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.resumed
 }
 
 // IsExpired reports whether the last suspension expired (or was expired by
-// Dispatcher.Shutdown). It is already true inside OnTimeout, and false
-// again after the next Suspend. Check it before IsResumed: a listener that
-// resumes from OnTimeout makes both true.
+// Dispatcher.Drain). It is already true inside OnTimeout, and false again
+// after the next Suspend. Check it before IsResumed: a Resume while the
+// OnTimeout listeners run makes both true.
 func (c *Continuation) IsExpired() bool {
+	c.mustBeServed("IsExpired")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.expired
@@ -229,8 +240,9 @@ func (c *Continuation) IsExpired() bool {
 
 // SetTimeout sets the timeout of this request's suspensions, from the next
 // one that starts waiting: the clock starts when the suspending dispatch
-// returns. d <= 0 means never expire.
+// returns. 0 means never expire (a negative d counts as 0).
 func (c *Continuation) SetTimeout(d time.Duration) {
+	c.mustBeServed("SetTimeout")
 	c.mu.Lock()
 	c.timeout = max(d, 0)
 	c.mu.Unlock()
@@ -243,11 +255,20 @@ func (c *Continuation) SetTimeout(d time.Duration) {
 // continuation to whatever will resume it, so that a Resume can never come
 // first.
 //
+// Suspend belongs to the running dispatch; call it from the handler. A
+// call from another goroutine is not told apart from the handler's own: it
+// succeeds if it lands before the Dispatcher has seen the dispatch return,
+// and then the request waits exactly as if the handler had suspended last
+// thing before returning (whoever suspended must see that it is resumed or
+// completed); once the Dispatcher has seen the return, it fails with
+// ErrNotDispatched. Either way the request is answered once.
+//
 // It fails with ErrAlreadySuspended if this dispatch already suspended,
 // ErrNotDispatched outside a dispatch, ErrOverloaded beyond
 // WithMaxSuspended, ErrShutdown once the Dispatcher is shutting down, and
 // ErrCompleted after the request finished.
 func (c *Continuation) Suspend() error {
+	c.mustBeServed("Suspend")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch c.phase {
@@ -273,20 +294,28 @@ func (c *Continuation) Suspend() error {
 // Resume ends the current suspension with a redispatch: the handler runs
 // again on the pool with IsResumed true. It may be called from any
 // goroutine, also before the suspending dispatch has returned (the
-// redispatch then starts when it returns). Exactly one Resume, Complete,
-// expiry or disconnect ends each suspension; a Resume that loses returns
+// redispatch then starts when it returns) and while OnTimeout listeners
+// run (the expiry dispatch then starts when they return, with IsExpired
+// and IsResumed both true). Exactly one Resume, Complete, expiry or
+// disconnect ends each suspension; a Resume that loses returns
 // ErrNotSuspended (or ErrCompleted) and has no effect.
 //
 // Resume acts on whichever suspension is current. Code that may outlive
 // the suspension it was given (an event source that holds continuations
 // across timeouts) should hold a Handle instead.
-func (c *Continuation) Resume() error { return c.decide(resumeDecided, 0, false) }
+func (c *Continuation) Resume() error {
+	c.mustBeServed("Resume")
+	return c.decide(resumeDecided, 0, false)
+}
 
 // Complete ends the current suspension without a redispatch: the response
 // is finished with whatever was written, and the request ends. Write the
 // response before calling Complete. The rules for who may call it, and
 // when, are those of Resume.
-func (c *Continuation) Complete() error { return c.decide(completeDecided, 0, false) }
+func (c *Continuation) Complete() error {
+	c.mustBeServed("Complete")
+	return c.decide(completeDecided, 0, false)
+}
 
 // A Handle names one suspension of a Continuation. Its Resume and Complete
 // act only on that suspension: once it has ended they return
@@ -300,6 +329,7 @@ type Handle struct {
 // Handle returns a Handle for the request's most recent suspension; take it
 // right after Suspend.
 func (c *Continuation) Handle() Handle {
+	c.mustBeServed("Handle")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Handle{c: c, cycle: c.cycle}
@@ -309,11 +339,21 @@ func (c *Continuation) Handle() Handle {
 func (h Handle) Continuation() *Continuation { return h.c }
 
 // Resume is Continuation.Resume, restricted to h's suspension.
-func (h Handle) Resume() error { return h.c.decide(resumeDecided, h.cycle, true) }
+func (h Handle) Resume() error {
+	h.c.mustBeServed("Handle.Resume")
+	return h.c.decide(resumeDecided, h.cycle, true)
+}
 
 // Complete is Continuation.Complete, restricted to h's suspension.
-func (h Handle) Complete() error { return h.c.decide(completeDecided, h.cycle, true) }
+func (h Handle) Complete() error {
+	h.c.mustBeServed("Handle.Complete")
+	return h.c.decide(completeDecided, h.cycle, true)
+}
 
+// decide records how the current suspension ends, if nothing decided it
+// yet. In the phases where the request's goroutine is running (the
+// suspending dispatch, the OnTimeout listeners) that goroutine acts on the
+// decision when it gets there; a parked goroutine is woken now.
 func (c *Continuation) decide(d decision, cycle uint64, checkCycle bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -324,12 +364,7 @@ func (c *Continuation) decide(d decision, cycle uint64, checkCycle bool) error {
 		return ErrNotSuspended
 	}
 	switch c.phase {
-	case suspending, suspended:
-	case expiring:
-		// The expiry won; only its listeners may still steer it.
-		if goroutineID() != c.listenerGoroutine {
-			return ErrNotSuspended
-		}
+	case suspending, suspended, expiring:
 	default:
 		return ErrNotSuspended
 	}
@@ -341,10 +376,7 @@ func (c *Continuation) decide(d decision, cycle uint64, checkCycle bool) error {
 		c.resumed = true
 	}
 	if c.phase == suspended {
-		// The request's goroutine is parked: end the suspension now and wake
-		// it. In the other phases that goroutine is running and acts on
-		// the decision when the dispatch or the listeners return.
-		c.phase = woken
+		c.phase = between
 		c.endSuspensionLocked()
 		c.sig <- struct{}{}
 	}
@@ -363,6 +395,7 @@ type attribute struct {
 // SetAttribute stores v under key for the rest of the request, visible to
 // every later dispatch: the way to hand an event's data to the redispatch.
 func (c *Continuation) SetAttribute(key string, v any) {
+	c.mustBeServed("SetAttribute")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i := range c.attrs {
@@ -376,6 +409,7 @@ func (c *Continuation) SetAttribute(key string, v any) {
 
 // Attribute returns the value stored under key, or nil.
 func (c *Continuation) Attribute(key string) any {
+	c.mustBeServed("Attribute")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, a := range c.attrs {
@@ -388,6 +422,7 @@ func (c *Continuation) Attribute(key string) any {
 
 // RemoveAttribute deletes the value stored under key.
 func (c *Continuation) RemoveAttribute(key string) {
+	c.mustBeServed("RemoveAttribute")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.attrs = slices.DeleteFunc(c.attrs, func(a attribute) bool { return a.key == key })
@@ -395,6 +430,7 @@ func (c *Continuation) RemoveAttribute(key string) {
 
 // Value returns the value stored under key by LoadOrStoreValue, or nil.
 func (c *Continuation) Value(key any) any {
+	c.mustBeServed("Value")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, a := range c.attrs {
@@ -412,6 +448,7 @@ func (c *Continuation) Value(key any) any {
 // request: use a key of an unexported type, so that no other package can
 // read or overwrite it (attributes, string-keyed, are the application's).
 func (c *Continuation) LoadOrStoreValue(key, v any) (actual any, loaded bool) {
+	c.mustBeServed("LoadOrStoreValue")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, a := range c.attrs {
@@ -428,6 +465,7 @@ func (c *Continuation) LoadOrStoreValue(key, v any) (actual any, loaded bool) {
 // finished, l is never called. Add a listener once, not once per
 // suspension: it stays registered across suspensions.
 func (c *Continuation) AddListener(l Listener) {
+	c.mustBeServed("AddListener")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.phase != finished {
@@ -440,6 +478,7 @@ var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); re
 // Done returns a channel that is closed once the request has finished, for
 // any reason, after the OnComplete listeners have run.
 func (c *Continuation) Done() <-chan struct{} {
+	c.mustBeServed("Done")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.doneClosed {
@@ -452,7 +491,7 @@ func (c *Continuation) Done() <-chan struct{} {
 }
 
 // The methods below are the request goroutine's side of the state machine,
-// called by Dispatcher.ServeHTTP.
+// called by Dispatcher.serve.
 
 func (c *Continuation) signalChan() chan struct{} {
 	if c.sig == nil {
@@ -460,8 +499,6 @@ func (c *Continuation) signalChan() chan struct{} {
 	}
 	return c.sig
 }
-
-func (c *Continuation) signal() { c.sig <- struct{}{} }
 
 // endSuspensionLocked accounts for the end of a suspension; called exactly
 // once per successful Suspend, with c.mu held.
@@ -501,16 +538,16 @@ func (c *Continuation) returned() (step, time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.initial = false
-	if c.phase != suspending {
+	switch {
+	case c.phase != suspending:
+		c.phase = between // from here on, a Suspend from elsewhere fails
 		return stepFinish, 0
-	}
-	switch c.decision {
-	case resumeDecided:
-		c.phase = woken
+	case c.decision == resumeDecided:
+		c.phase = between
 		c.endSuspensionLocked()
 		return stepRedispatch, 0
-	case completeDecided:
-		c.phase = woken
+	case c.decision == completeDecided:
+		c.phase = between
 		c.endSuspensionLocked()
 		return stepFinish, 0
 	}
@@ -534,7 +571,7 @@ func (c *Continuation) panicked() (completed bool) {
 		completed = c.decision == completeDecided
 		c.endSuspensionLocked()
 	}
-	c.phase = woken
+	c.phase = between
 	return completed
 }
 
@@ -548,15 +585,14 @@ const (
 	outGone
 )
 
-// drainLimit bounds how much unread request body is discarded before a
-// request parks. On HTTP/1.1 net/http notices a client disconnect only once
-// the body has been read to EOF.
-const drainLimit = 64 << 10
-
 // park blocks the request goroutine until the suspension ends, and says
 // how. It holds no worker; the only cost is this goroutine, blocked on
 // c.sig, and, when the suspension has a timeout, one runtime timer reused
-// across suspensions, which starts a goroutine only if it fires.
+// across suspensions, which starts a goroutine only if it fires. It never
+// reads the request body: a wait must hear every wake-up at once.
+//
+// This is the one place where a request waits; everything that ends a
+// wait (Resume, Complete, the timer, the client, Drain) reaches it here.
 func (c *Continuation) park(timeout time.Duration) outcome {
 	if timeout > 0 {
 		if c.timer == nil {
@@ -566,15 +602,8 @@ func (c *Continuation) park(timeout time.Duration) outcome {
 		}
 		defer c.timer.Stop()
 	}
-	if !c.bodyDrained {
-		c.bodyDrained = c.req.Body == http.NoBody
-		if !c.bodyDrained {
-			n, _ := io.CopyN(io.Discard, c.req.Body, drainLimit+1)
-			c.bodyDrained = n <= drainLimit
-		}
-	}
 	gone := c.ctx.Context.Done()
-	shutdown := c.d.shutdownCh
+	draining := c.d.draining.Done()
 	for {
 		// A case that loses its race to another ending is disabled; the
 		// winner has signalled (or will signal) c.sig.
@@ -589,8 +618,8 @@ func (c *Continuation) park(timeout time.Duration) outcome {
 				return outCompleted
 			}
 			return outResumed
-		case <-shutdown:
-			shutdown = nil
+		case <-draining:
+			draining = nil
 			if c.tryEnd(expiring) {
 				return outExpired
 			}
@@ -603,7 +632,7 @@ func (c *Continuation) park(timeout time.Duration) outcome {
 				if c.tryEnd(expiring) {
 					return outExpired
 				}
-			} else if c.tryEnd(woken) {
+			} else if c.tryEnd(between) {
 				return outGone
 			}
 		}
@@ -624,7 +653,7 @@ func (c *Continuation) onTimer() {
 	c.sig <- struct{}{}
 }
 
-// tryEnd ends the suspension from the request goroutine (shutdown,
+// tryEnd ends the suspension from the request goroutine (drain,
 // disconnect) if nothing else ended it first.
 func (c *Continuation) tryEnd(next phase) bool {
 	c.mu.Lock()
@@ -637,27 +666,27 @@ func (c *Continuation) tryEnd(next phase) bool {
 }
 
 // endLocked ends a waiting suspension with an expiry (next == expiring) or
-// a disconnect (next == woken).
+// a disconnect (next == between).
 func (c *Continuation) endLocked(next phase) {
 	c.phase = next
 	if next == expiring {
 		c.expired = true
 		if len(c.listeners) == 0 {
-			c.phase = woken // no listener to steer the expiry
+			c.phase = between // no listener to steer the expiry
 		}
 	}
 	c.endSuspensionLocked()
 }
 
 // expire runs the OnTimeout listeners of an expired suspension and says
-// whether one of them completed the request.
+// whether the expiry ends in Complete instead of the expiry dispatch.
+// While they run, the phase is expiring: the first Resume or Complete from
+// anyone (a listener, a goroutine it waits for, an event source) decides,
+// and acts only now, after the last listener has returned.
 func (c *Continuation) expire() (completed bool) {
 	c.mu.Lock()
 	ls := c.listeners
 	run := c.phase == expiring
-	if run {
-		c.listenerGoroutine = goroutineID()
-	}
 	c.mu.Unlock()
 	if run {
 		for _, l := range ls {
@@ -666,24 +695,33 @@ func (c *Continuation) expire() (completed bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.phase = woken
+	c.phase = between
 	return c.decision == completeDecided
 }
 
 // finish ends the request: OnComplete listeners, then Done. Only the first
-// call does anything.
+// call does anything. It is also the way out when a dispatch or a listener
+// called runtime.Goexit: a suspension that the dispatch started and never
+// returned from ends here.
 func (c *Continuation) finish() {
 	c.mu.Lock()
 	if c.phase == finished {
 		c.mu.Unlock()
 		return
 	}
+	if c.phase == suspending {
+		c.endSuspensionLocked()
+	}
 	c.phase = finished
 	ls := c.listeners
 	c.mu.Unlock()
+	defer c.closeDone() // even if a listener calls runtime.Goexit
 	for _, l := range ls {
 		c.d.callListener(c, l.OnComplete, "OnComplete")
 	}
+}
+
+func (c *Continuation) closeDone() {
 	c.mu.Lock()
 	c.doneClosed = true
 	done := c.done

@@ -15,10 +15,10 @@ import (
 // bounded pool and which may suspend a request between dispatches. Create
 // one with NewDispatcher; it is an http.Handler.
 //
-// The Dispatcher starts no goroutines of its own. Each request's dispatches,
-// listeners and waits run on the goroutine net/http gave the request, and
-// the pool only bounds how many dispatches run at once; so there is nothing
-// to stop but requests, and Shutdown stops them.
+// The Dispatcher starts no goroutines of its own. Each request's body
+// read, dispatches, listeners and waits run on the goroutine net/http gave
+// the request, and the pool only bounds how many dispatches run at once;
+// so there is nothing to stop but requests, and Drain stops them.
 type Dispatcher struct {
 	h       http.Handler
 	cfg     config
@@ -29,33 +29,30 @@ type Dispatcher struct {
 	suspended atomic.Int64 // suspensions in force, for WithMaxSuspended
 	active    atomic.Int64 // requests admitted and not yet finished
 
-	closing      atomic.Bool
-	shutdownCh   chan struct{} // closed when Shutdown begins; parked requests select on it
-	shutdownOnce sync.Once
-	drained      chan struct{} // closed when closing and no request is active
-	drainOnce    sync.Once
+	closing   atomic.Bool
+	draining  context.Context // done when Drain begins; waits and body reads watch it
+	stopAll   context.CancelFunc
+	drained   chan struct{} // closed when closing and no request is active
+	drainOnce sync.Once
 
 	lastRefusalLog atomic.Int64 // unix nanos; refusals are logged at most once a second
 }
 
 // NewDispatcher returns a Dispatcher that serves every request through h.
 // Inside h, FromRequest gives the request's Continuation. It panics if h is
-// nil.
+// nil or an option's argument cannot be meant (see [Option]).
 func NewDispatcher(h http.Handler, opts ...Option) *Dispatcher {
 	if h == nil {
 		panic("continuation: NewDispatcher(nil): a Dispatcher needs a handler")
 	}
 	cfg := newConfig(opts)
 	d := &Dispatcher{
-		h:          h,
-		cfg:        cfg,
-		logger:     cfg.logger,
-		shutdownCh: make(chan struct{}),
-		drained:    make(chan struct{}),
+		h:       h,
+		cfg:     cfg,
+		logger:  cfg.logger,
+		drained: make(chan struct{}),
 	}
-	if d.logger == nil {
-		d.logger = slog.Default()
-	}
+	d.draining, d.stopAll = context.WithCancel(context.Background())
 	d.metrics = newMetrics(cfg.registerer)
 	d.pool = newPool(cfg.workers, cfg.queueSize, d.metrics.queueLength)
 	return d
@@ -74,28 +71,29 @@ func (k dispatchKind) String() string {
 	return [...]string{"initial", "resumed", "expired"}[k]
 }
 
-// ServeHTTP admits the request (or answers 503 with Retry-After when the
-// pool and its queue of new requests are full, or during Shutdown) and runs
-// its dispatches until it finishes.
+// ServeHTTP reads the request's body ahead (see [WithBodyBuffer]), admits
+// the request (or answers 503 with Retry-After when the pool and its queue
+// of new requests are full, or during Drain) and runs its dispatches until
+// it finishes.
 func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.serveWith(d.h, w, r) }
 
 // Handler returns an http.Handler that serves requests through h the way
 // the Dispatcher serves them through its own handler: on the Dispatcher's
 // one pool, under its limits (WithWorkers, WithQueueSize,
-// WithMaxSuspended), and stopped by its Shutdown. Every dispatch of a
-// request runs h. Use it to put many handlers (routes, servlets) behind one
-// set of limits.
+// WithMaxSuspended, the body's), and stopped by its Drain. Every dispatch
+// of a request runs h. Use it to put many handlers (routes, servlets)
+// behind one set of limits.
 func (d *Dispatcher) Handler(h http.Handler) http.Handler {
 	if h == nil {
-		panic("continuation: Dispatcher.Handler(nil)")
+		panic("continuation: Dispatcher.Handler(nil): a Dispatcher needs a handler")
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { d.serveWith(h, w, r) })
 }
 
 func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Request) {
-	// Count the request before looking at closing; Shutdown sets closing
+	// Count the request before looking at closing; Drain sets closing
 	// before it counts requests. So either this request sees closing, or
-	// Shutdown sees this request.
+	// Drain sees this request.
 	d.active.Add(1)
 	defer d.requestDone()
 	if d.closing.Load() {
@@ -103,7 +101,10 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 		return
 	}
 	c := newContinuation(d, h, w, r)
-	switch d.pool.acquireNew(c, r.Context().Done(), d.shutdownCh) {
+	if !d.readBody(c, w, r) {
+		return
+	}
+	switch d.pool.acquireNew(&c.slot, c.signalChan(), r.Context().Done(), d.draining.Done()) {
 	case queueFull:
 		d.refuse(w, "server overloaded")
 		return
@@ -116,11 +117,14 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 	d.serve(c)
 }
 
-// serve runs c's dispatches; the caller holds a pool slot for the first.
+// serve runs c's dispatches and the waits between them; the caller holds a
+// pool slot for the first dispatch.
 func (d *Dispatcher) serve(c *Continuation) {
 	holding := true
 	defer func() {
-		// Also reached when a handler calls runtime.Goexit.
+		// Every way out comes through here, runtime.Goexit in a handler or
+		// a listener included: give back the slot if it is still held, and
+		// end the request (and a suspension its last dispatch left behind).
 		if holding {
 			d.pool.release()
 		}
@@ -160,7 +164,7 @@ func (d *Dispatcher) serve(c *Continuation) {
 		case outResumed:
 			kind = kindResumed
 		}
-		d.pool.acquireAgain(c)
+		d.pool.acquireAgain(&c.slot, c.signalChan())
 		holding = true
 	}
 }
@@ -252,14 +256,15 @@ func (d *Dispatcher) requestDone() {
 func (d *Dispatcher) Suspended() int { return int(d.suspended.Load()) }
 
 // Drain begins a graceful shutdown and returns at once, without waiting
-// for it: new requests get 503 with Retry-After, Suspend fails with
+// for it: new requests get 503 with Retry-After, requests still reading
+// their body get 503 and their connection closed, Suspend fails with
 // ErrShutdown, and every suspended request is expired (its OnTimeout
 // listeners run and it is dispatched with IsExpired true) so that its
 // handler answers now. Shutdown waits for the requests to finish. Drain may
 // be called more than once, and from several goroutines.
 //
-// http.Server.Shutdown waits for active requests without waking them, so a
-// parked long-poll would hold it until its timeout. Drain is what
+// [http.Server.Shutdown] waits for active requests without waking them, so
+// a parked long-poll would hold it until its timeout. Drain is what
 // [http.Server.RegisterOnShutdown] wants, a function that starts the
 // shutdown and does not wait for it:
 //
@@ -268,10 +273,9 @@ func (d *Dispatcher) Suspended() int { return int(d.suspended.Load()) }
 //		srv.Close()
 //	}
 func (d *Dispatcher) Drain() {
-	d.shutdownOnce.Do(func() {
-		d.closing.Store(true)
-		close(d.shutdownCh)
-	})
+	if d.closing.CompareAndSwap(false, true) {
+		d.stopAll()
+	}
 	if d.active.Load() == 0 {
 		d.drainOnce.Do(func() { close(d.drained) })
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cometkit/cometkit/continuation"
+	"github.com/cometkit/cometkit/continuation/continuationtest"
 )
 
 // blockingHandler holds its dispatch until release is closed, so tests can
@@ -45,7 +46,7 @@ func TestPoolAndQueueFull(t *testing.T) {
 		queued := get(d, "/")
 		synctest.Wait()
 		assert.Equal(t, 1.0, gaugeValue(t, reg, "cometkit_dispatch_queue_length"))
-		refused := get(d, "/").wait()
+		refused := get(d, "/").Wait()
 		assert.Equal(t, http.StatusServiceUnavailable, refused.Code)
 		assert.Equal(t, "1", refused.Header().Get("Retry-After"))
 		assert.Equal(t, "text/plain; charset=utf-8", refused.Header().Get("Content-Type"))
@@ -53,12 +54,12 @@ func TestPoolAndQueueFull(t *testing.T) {
 		assert.Equal(t, 1.0, gaugeValue(t, reg, "cometkit_requests_rejected_total"))
 
 		close(release)
-		assert.Equal(t, "ok", running.wait().Body.String())
+		assert.Equal(t, "ok", running.Wait().Body.String())
 		<-entered
-		assert.Equal(t, "ok", queued.wait().Body.String())
+		assert.Equal(t, "ok", queued.Wait().Body.String())
 		assert.Equal(t, 0.0, gaugeValue(t, reg, "cometkit_dispatch_queue_length"))
 		go func() { <-entered }()
-		assert.Equal(t, http.StatusOK, get(d, "/").wait().Code, "recovered after the overload")
+		assert.Equal(t, http.StatusOK, get(d, "/").Wait().Code, "recovered after the overload")
 	})
 }
 
@@ -77,15 +78,15 @@ func TestQueuedClientGoesAway(t *testing.T) {
 		<-entered
 		gone := get(d, "/")
 		synctest.Wait()
-		gone.cancel()
-		gone.wait()
+		gone.Disconnect()
+		gone.Wait()
 		// The queue has room again.
 		queued := get(d, "/")
 		synctest.Wait()
 		close(release)
-		running.wait()
+		running.Wait()
 		<-entered
-		queued.wait()
+		queued.Wait()
 		assert.Equal(t, int32(2), calls.Load(), "the abandoned request was never dispatched")
 	})
 }
@@ -107,7 +108,7 @@ func TestRedispatchIsNeverRefused(t *testing.T) {
 			time.Sleep(time.Millisecond) // keep the single worker busy
 			io.WriteString(w, "RESUMED")
 		}), continuation.WithWorkers(1), continuation.WithQueueSize(0), continuation.WithLogger(discardLogger()))
-		var calls []*call
+		var calls []*continuationtest.Call
 		var all []*continuation.Continuation
 		for range n {
 			calls = append(calls, get(d, "/"))
@@ -118,9 +119,9 @@ func TestRedispatchIsNeverRefused(t *testing.T) {
 			require.NoError(t, c.Resume())
 		}
 		synctest.Wait() // one redispatch runs, the rest wait for the worker
-		assert.Equal(t, http.StatusServiceUnavailable, get(d, "/").wait().Code)
+		assert.Equal(t, http.StatusServiceUnavailable, get(d, "/").Wait().Code)
 		for _, cl := range calls {
-			assert.Equal(t, "RESUMED", cl.wait().Body.String())
+			assert.Equal(t, "RESUMED", cl.Wait().Body.String())
 		}
 	})
 }
@@ -145,11 +146,11 @@ func TestBroadcastThenRepollNotRefused(t *testing.T) {
 	all := make([]*continuation.Continuation, 0, n)
 	for range n { // the clients arrive one by one and wait
 		go func() {
-			if get(d, "/").wait().Code != http.StatusOK {
+			if get(d, "/").Wait().Code != http.StatusOK {
 				refused.Add(1)
 			}
 			// The client re-polls as soon as it has its message.
-			if get(d, "/?repoll=1").wait().Code != http.StatusOK {
+			if get(d, "/?repoll=1").Wait().Code != http.StatusOK {
 				refused.Add(1)
 			}
 			done <- struct{}{}
@@ -190,10 +191,10 @@ func TestMaxSuspended(t *testing.T) {
 		require.NoError(t, <-errs)
 		over := get(d, "/")
 		assert.ErrorIs(t, <-errs, continuation.ErrOverloaded)
-		assert.Equal(t, http.StatusServiceUnavailable, over.wait().Code)
+		assert.Equal(t, http.StatusServiceUnavailable, over.Wait().Code)
 		assert.Equal(t, 2, d.Suspended())
 		require.NoError(t, (<-cs).Resume())
-		a.wait()
+		a.Wait()
 		_ = b
 		get(d, "/")
 		require.NoError(t, <-errs, "a slot freed when a suspension ended")
@@ -222,7 +223,7 @@ func TestShutdown(t *testing.T) {
 				io.WriteString(w, "bye")
 			}
 		}), continuation.WithDefaultTimeout(0), continuation.WithLogger(discardLogger()))
-		var calls []*call
+		var calls []*continuationtest.Call
 		for range 3 {
 			calls = append(calls, get(d, "/"))
 			<-cs
@@ -232,13 +233,13 @@ func TestShutdown(t *testing.T) {
 		require.NoError(t, d.Shutdown(t.Context()))
 		assert.Zero(t, time.Since(start), "Shutdown waited for nothing but the answers")
 		for _, cl := range calls {
-			assert.Equal(t, "bye", cl.wait().Body.String())
+			assert.Equal(t, "bye", cl.Wait().Body.String())
 		}
 		assert.Equal(t, int32(3), timeouts.Load())
 		for range 3 {
 			assert.ErrorIs(t, <-suspendErr, continuation.ErrShutdown)
 		}
-		late := get(d, "/").wait()
+		late := get(d, "/").Wait()
 		assert.Equal(t, http.StatusServiceUnavailable, late.Code)
 		assert.Equal(t, "1", late.Header().Get("Retry-After"))
 		assert.NoError(t, d.Shutdown(t.Context()), "a second Shutdown returns at once")
@@ -258,7 +259,7 @@ func TestShutdownDeadline(t *testing.T) {
 		defer cancel()
 		assert.ErrorIs(t, d.Shutdown(ctx), context.DeadlineExceeded)
 		close(release)
-		cl.wait()
+		cl.Wait()
 		assert.NoError(t, d.Shutdown(t.Context()))
 	})
 }
@@ -271,9 +272,9 @@ func TestMetrics(t *testing.T) {
 		s := &suspendServlet{}
 		d1 := continuation.NewDispatcher(s, continuation.WithMetrics(reg))
 		d2 := continuation.NewDispatcher(s, continuation.WithMetrics(reg))
-		get(d1, "/?suspend=10").wait()            // initial + expired
-		get(d2, "/?suspend=100&resume=10").wait() // initial + resumed
-		get(d2, "/").wait()                       // initial
+		get(d1, "/?suspend=10").Wait()            // initial + expired
+		get(d2, "/?suspend=100&resume=10").Wait() // initial + resumed
+		get(d2, "/").Wait()                       // initial
 		cl := get(d1, "/?suspend=0")              // stays suspended
 		synctest.Wait()
 		assert.Equal(t, 1.0, gaugeValue(t, reg, "cometkit_continuations_suspended"))
@@ -288,7 +289,7 @@ cometkit_dispatches_total{kind="initial"} 4
 cometkit_dispatches_total{kind="resumed"} 1
 `), "cometkit_dispatches_total"))
 		require.NoError(t, d1.Shutdown(t.Context()))
-		cl.wait()
+		cl.Wait()
 		assert.Equal(t, 0.0, gaugeValue(t, reg, "cometkit_continuations_suspended"))
 		assert.Equal(t, uint64(3), histogramCount(t, reg, "cometkit_suspend_duration_seconds"))
 
@@ -362,7 +363,7 @@ func TestFloodIsBounded(t *testing.T) {
 		}), continuation.WithWorkers(workers), continuation.WithQueueSize(queue),
 			continuation.WithMaxSuspended(maxSuspended), continuation.WithLogger(discardLogger()))
 
-		var calls []*call
+		var calls []*continuationtest.Call
 		for range 10 * capacity {
 			calls = append(calls, get(d, "/"))
 		}
@@ -371,9 +372,9 @@ func TestFloodIsBounded(t *testing.T) {
 		assert.LessOrEqual(t, int(peak.Load()), workers, "dispatches at once")
 		refused := 0
 		for _, cl := range calls {
-			if cl.finished() {
-				assert.Equal(t, http.StatusServiceUnavailable, cl.rec.Code)
-				assert.Equal(t, "1", cl.rec.Header().Get("Retry-After"))
+			if finished(cl) {
+				assert.Equal(t, http.StatusServiceUnavailable, cl.Recorder.Code)
+				assert.Equal(t, "1", cl.Recorder.Header().Get("Retry-After"))
 				refused++
 			}
 		}
@@ -382,10 +383,10 @@ func TestFloodIsBounded(t *testing.T) {
 		assert.GreaterOrEqual(t, refused, 10*capacity-capacity)
 		close(release)
 		for _, cl := range calls {
-			cl.wait()
+			cl.Wait()
 		}
 		assert.Zero(t, d.Suspended())
-		assert.Equal(t, "ok", get(d, "/").wait().Body.String(), "served normally afterwards")
+		assert.Equal(t, "ok", get(d, "/").Wait().Body.String(), "served normally afterwards")
 	})
 }
 
@@ -408,9 +409,9 @@ func TestDrainDoesNotWait(t *testing.T) {
 		<-parked
 		synctest.Wait()
 		d.Drain()
-		assert.False(t, cl.finished(), "Drain returned before the request answered")
-		assert.Equal(t, "expired by the drain", cl.wait().Body.String())
-		assert.Equal(t, http.StatusServiceUnavailable, get(d, "/").wait().Code)
+		assert.False(t, finished(cl), "Drain returned before the request answered")
+		assert.Equal(t, "expired by the drain", cl.Wait().Body.String())
+		assert.Equal(t, http.StatusServiceUnavailable, get(d, "/").Wait().Code)
 		d.Drain() // again: nothing happens
 		assert.NoError(t, d.Shutdown(t.Context()))
 	})
@@ -445,24 +446,24 @@ func TestHandlersShareOnePool(t *testing.T) {
 		<-entered
 		second := get(suspending, "/")
 		synctest.Wait()
-		assert.False(t, second.finished())
+		assert.False(t, finished(second))
 		assert.Len(t, suspendErr, 0, "the second handler waits for the one worker")
 		close(release)
-		first.wait()
+		first.Wait()
 		require.NoError(t, <-suspendErr)
 
 		third := get(suspending, "/")
 		assert.ErrorIs(t, <-suspendErr, continuation.ErrOverloaded, "one cap for both handlers' requests")
-		assert.Equal(t, http.StatusServiceUnavailable, third.wait().Code)
+		assert.Equal(t, http.StatusServiceUnavailable, third.Wait().Code)
 		assert.Equal(t, 1, d.Suspended())
 
 		require.NoError(t, d.Shutdown(t.Context()))
-		assert.Equal(t, "drained", second.wait().Body.String(), "Shutdown reaches requests of every handler")
+		assert.Equal(t, "drained", second.Wait().Body.String(), "Shutdown reaches requests of every handler")
 	})
 }
 
 func TestNilHandlerPanics(t *testing.T) {
 	assert.PanicsWithValue(t, "continuation: NewDispatcher(nil): a Dispatcher needs a handler", func() { continuation.NewDispatcher(nil) })
 	d := continuation.NewDispatcher(http.NotFoundHandler())
-	assert.PanicsWithValue(t, "continuation: Dispatcher.Handler(nil)", func() { d.Handler(nil) })
+	assert.PanicsWithValue(t, "continuation: Dispatcher.Handler(nil): a Dispatcher needs a handler", func() { d.Handler(nil) })
 }

@@ -170,12 +170,13 @@ func TestJettyCoreSuite(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				s := &suspendServlet{}
 				d := continuation.NewDispatcher(s)
+				start := time.Now()
 				cl := get(d, "/?"+tt.query)
-				rec := cl.wait()
+				rec := cl.Wait()
 				assert.Equal(t, http.StatusOK, rec.Code)
 				assert.Equal(t, tt.body+"\n", rec.Body.String())
 				assert.Equal(t, tt.history, s.hist.get())
-				assert.Equal(t, tt.elapsed, cl.elapsed())
+				assert.Equal(t, tt.elapsed, time.Since(start))
 				assert.Zero(t, s.errs.Load(), "Suspend/Resume/Complete returned an error")
 				assert.Zero(t, d.Suspended())
 			})
@@ -199,7 +200,7 @@ func TestAttributePassedToRedispatch(t *testing.T) {
 			}
 			io.WriteString(w, c.Attribute("results").(string))
 		}))
-		assert.Equal(t, "R42", get(d, "/").wait().Body.String())
+		assert.Equal(t, "R42", get(d, "/").Wait().Body.String())
 	})
 }
 
@@ -244,9 +245,10 @@ func TestOnTimeoutResumes(t *testing.T) {
 			Complete: func(*continuation.Continuation) { hist.add("onComplete") },
 		}
 		d := continuation.NewDispatcher(timeoutHandler(time.Second, l, &hist))
+		start := time.Now()
 		cl := get(d, "/")
-		assert.Equal(t, "TIMEOUT", cl.wait().Body.String())
-		assert.Equal(t, time.Second, cl.elapsed())
+		assert.Equal(t, "TIMEOUT", cl.Wait().Body.String())
+		assert.Equal(t, time.Second, time.Since(start))
 		assert.Equal(t, []string{"initial", "onTimeout", "!initial", "expired=true resumed=true", "onComplete"}, hist.get())
 	})
 }
@@ -268,13 +270,14 @@ func TestExpiryWithPassiveListenerAddedLate(t *testing.T) {
 			}
 			hist.add("expired=" + strconv.FormatBool(c.IsExpired()) + " resumed=" + strconv.FormatBool(c.IsResumed()))
 		}))
+		start := time.Now()
 		cl := get(d, "/")
 		c := <-cs
 		synctest.Wait() // the handler has returned and the request waits
 		require.True(t, c.IsSuspended())
 		c.AddListener(recordingListener(&hist))
-		cl.wait()
-		assert.Equal(t, 100*time.Millisecond, cl.elapsed())
+		cl.Wait()
+		assert.Equal(t, 100*time.Millisecond, time.Since(start))
 		assert.Equal(t, []string{"onTimeout", "expired=true resumed=false", "onComplete"}, hist.get())
 	})
 }
@@ -293,7 +296,7 @@ func TestBodyConsumedBeforeSuspend(t *testing.T) {
 				s := &suspendServlet{}
 				d := continuation.NewDispatcher(s)
 				cl := do(d, http.MethodGet, "/?"+tt.query, strings.NewReader("wibble"))
-				rec := cl.wait()
+				rec := cl.Wait()
 				assert.Equal(t, http.StatusOK, rec.Code)
 				assert.Equal(t, tt.body, rec.Body.String())
 				assert.Zero(t, s.errs.Load())
@@ -323,9 +326,10 @@ func TestOutputAccumulatesAcrossCycles(t *testing.T) {
 				io.WriteString(w, "DISPATCHED\n")
 			}
 		}))
+		start := time.Now()
 		cl := get(d, "/")
-		assert.Equal(t, "STARTASYNC\nDISPATCHED\nSTARTASYNC2\nDISPATCHED\n", cl.wait().Body.String())
-		assert.Equal(t, 300*time.Millisecond, cl.elapsed())
+		assert.Equal(t, "STARTASYNC\nDISPATCHED\nSTARTASYNC2\nDISPATCHED\n", cl.Wait().Body.String())
+		assert.Equal(t, 300*time.Millisecond, time.Since(start))
 	})
 }
 
@@ -345,6 +349,7 @@ func TestExternalActorAfterReturn(t *testing.T) {
 						cs <- c
 					}
 				}))
+				start := time.Now()
 				cl := get(d, "/")
 				c := <-cs
 				synctest.Wait()
@@ -357,7 +362,7 @@ func TestExternalActorAfterReturn(t *testing.T) {
 				} else {
 					require.NoError(t, c.Resume())
 				}
-				rec := cl.wait()
+				rec := cl.Wait()
 				assert.Equal(t, http.StatusOK, rec.Code)
 				assert.Empty(t, rec.Body.String())
 				wantCalls := int32(2)
@@ -366,7 +371,7 @@ func TestExternalActorAfterReturn(t *testing.T) {
 				}
 				assert.Equal(t, wantCalls, calls.Load(), "handler dispatches")
 				assert.Equal(t, int32(1), completions.Load(), "OnComplete calls")
-				assert.Equal(t, 10*time.Millisecond, cl.elapsed())
+				assert.Equal(t, 10*time.Millisecond, time.Since(start))
 				<-c.Done()
 				assert.ErrorIs(t, c.Resume(), continuation.ErrCompleted)
 			})
@@ -388,10 +393,11 @@ func TestOnTimeoutCompletes(t *testing.T) {
 			Complete: func(*continuation.Continuation) { hist.add("onComplete") },
 		}
 		d := continuation.NewDispatcher(timeoutHandler(200*time.Millisecond, l, &hist))
+		start := time.Now()
 		cl := get(d, "/")
-		assert.Equal(t, "COMPLETED", cl.wait().Body.String())
+		assert.Equal(t, "COMPLETED", cl.Wait().Body.String())
 		assert.Equal(t, []string{"initial", "onTimeout", "onComplete"}, hist.get())
-		assert.Equal(t, 200*time.Millisecond, cl.elapsed())
+		assert.Equal(t, 200*time.Millisecond, time.Since(start))
 	})
 }
 
@@ -417,7 +423,7 @@ func TestOnTimeoutPanics(t *testing.T) {
 			}
 		}), continuation.WithLogger(discardLogger()))
 		cl := get(d, "/")
-		rec := cl.wait()
+		rec := cl.Wait()
 		assert.Equal(t, http.StatusOK, rec.Code)
 		assert.Equal(t, "TIMEOUT", rec.Body.String())
 		assert.Equal(t, []string{"onTimeout2", "onComplete"}, hist.get())

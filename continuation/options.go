@@ -1,6 +1,7 @@
 package continuation
 
 import (
+	"fmt"
 	"log/slog"
 	"runtime"
 	"time"
@@ -8,17 +9,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Defaults used by NewDispatcher. The reasoning behind each number, with the
-// benchmarks that support it, is in the comment on the constant.
+// Defaults used by NewDispatcher: what a Dispatcher does when the option
+// that sets each value is not passed.
 const (
 	// DefaultWorkersPerCPU sets the default pool size: this many workers per
-	// GOMAXPROCS. BenchmarkWorkers (512 clients, 2 CPUs) shows why: handlers
-	// that compute for 20 µs run as fast with 1 worker per CPU as with 256
-	// (22.5 µs/op either way), but handlers that block for 1 ms (a database
-	// read) keep gaining up to 256 per CPU (1.17 ms/op at 1, 23 µs at 64,
-	// 7.2 µs at 256). A slot costs nothing while unused, so the default is
-	// large; lower it to protect a downstream that cannot take that many
-	// concurrent calls.
+	// GOMAXPROCS. Handlers that compute gain nothing from more workers than
+	// CPUs, but handlers that block (a database read) keep gaining up to
+	// hundreds per CPU, and a slot costs nothing while unused; so the
+	// default is large. Lower it with [WithWorkers] to protect a downstream
+	// that cannot take that many concurrent calls. Measurements:
+	// docs/benchmarks.md, "Design choices in the engine".
 	DefaultWorkersPerCPU = 256
 
 	// DefaultQueueSize is the default number of new requests that may wait
@@ -31,19 +31,34 @@ const (
 	DefaultQueueSize = 4096
 
 	// DefaultTimeout is the suspension timeout used when neither
-	// Continuation.SetTimeout nor WithDefaultTimeout says otherwise: 30 s,
-	// as in Jetty.
+	// [Continuation.SetTimeout] nor [WithDefaultTimeout] says otherwise:
+	// 30 s, as in Jetty.
 	DefaultTimeout = 30 * time.Second
+
+	// DefaultBodyBuffer is how much of a request's body the Dispatcher reads
+	// into memory before the request takes a worker (see [WithBodyBuffer]):
+	// enough for the forms and JSON documents that long-polls and
+	// publishes carry.
+	DefaultBodyBuffer = 64 << 10
+
+	// DefaultBodyTimeout is how long a request's whole body may take to
+	// arrive (see [WithBodyTimeout]).
+	DefaultBodyTimeout = 30 * time.Second
 )
 
-// An Option configures a Dispatcher.
+// An Option configures a Dispatcher. An option's argument means what it
+// says: a value that cannot be meant (a negative size or duration, a pool
+// of no workers, a nil registerer) makes NewDispatcher panic with a
+// message naming the option.
 type Option func(*config)
 
 type config struct {
 	workers        int
 	queueSize      int
 	defaultTimeout time.Duration
-	maxSuspended   int
+	maxSuspended   int // 0: no cap
+	bodyBuffer     int
+	bodyTimeout    time.Duration
 	registerer     prometheus.Registerer
 	logger         *slog.Logger
 }
@@ -53,6 +68,9 @@ func newConfig(opts []Option) config {
 		workers:        DefaultWorkersPerCPU * runtime.GOMAXPROCS(0),
 		queueSize:      DefaultQueueSize,
 		defaultTimeout: DefaultTimeout,
+		bodyBuffer:     DefaultBodyBuffer,
+		bodyTimeout:    DefaultBodyTimeout,
+		logger:         slog.Default(),
 	}
 	for _, opt := range opts {
 		opt(&cfg)
@@ -60,55 +78,110 @@ func newConfig(opts []Option) config {
 	return cfg
 }
 
+// atLeast panics, naming the option and saying why, when an option's
+// argument v is below the least value that can be meant.
+func atLeast[T int | time.Duration](option string, v, least T, why string) {
+	if v < least {
+		panic(fmt.Sprintf("continuation: %s(%v): %s", option, v, why))
+	}
+}
+
 // WithWorkers sets the size of the bounded pool that runs every dispatch
-// (the first, and each one after Resume or expiry). A suspended request
-// holds no worker. n <= 0 keeps the default, DefaultWorkersPerCPU ×
-// GOMAXPROCS.
+// (the first, and each one after Resume or expiry); n must be at least 1.
+// A suspended request holds no worker. Without this option the pool has
+// DefaultWorkersPerCPU × GOMAXPROCS workers.
 func WithWorkers(n int) Option {
 	return func(c *config) {
-		if n > 0 {
-			c.workers = n
-		}
+		atLeast("WithWorkers", n, 1, "a pool needs at least one worker")
+		c.workers = n
 	}
 }
 
 // WithQueueSize sets how many new requests may wait for a worker; a new
 // request beyond it is answered 503 with Retry-After. Redispatches of
 // admitted requests wait too but never count against it and are never
-// refused. 0 refuses a new request as soon as every worker is busy; n < 0
-// keeps the default, DefaultQueueSize.
+// refused. 0 means no queue: a new request is refused as soon as every
+// worker is busy. Without this option the queue holds DefaultQueueSize.
 func WithQueueSize(n int) Option {
 	return func(c *config) {
-		if n >= 0 {
-			c.queueSize = n
-		}
+		atLeast("WithQueueSize", n, 0, "a queue cannot be shorter than empty")
+		c.queueSize = n
 	}
 }
 
 // WithDefaultTimeout sets the timeout of a suspension whose request did not
-// call SetTimeout. d <= 0 means suspensions never expire (they still end on
-// Resume, Complete, client disconnect or Shutdown). The default is
-// DefaultTimeout.
+// call SetTimeout. 0 means suspensions never expire (they still end on
+// Resume, Complete, client disconnect or Shutdown). Without this option the
+// timeout is DefaultTimeout.
 func WithDefaultTimeout(d time.Duration) Option {
-	return func(c *config) { c.defaultTimeout = max(d, 0) }
+	return func(c *config) {
+		atLeast("WithDefaultTimeout", d, 0, "a timeout cannot be negative; 0 means never expire")
+		c.defaultTimeout = d
+	}
 }
 
 // WithMaxSuspended caps the number of requests suspended at once; Suspend
-// beyond it returns ErrOverloaded. n <= 0 means no cap (the default).
+// beyond it returns ErrOverloaded. n must be at least 1. Without this
+// option there is no cap.
 func WithMaxSuspended(n int) Option {
-	return func(c *config) { c.maxSuspended = max(n, 0) }
+	return func(c *config) {
+		atLeast("WithMaxSuspended", n, 1, "a cap must allow at least one suspended request; for no cap, leave the option out")
+		c.maxSuspended = n
+	}
 }
 
-// WithMetrics registers the Dispatcher's metrics on reg. Without it the
-// Dispatcher registers nothing, not even on the global registry. Several
-// Dispatchers may share one registry: they share its collectors, so each
-// metric reports their sum.
+// WithBodyBuffer sets how many bytes of a request's body the Dispatcher
+// reads into memory, on the request's own goroutine, before the request
+// takes a worker; the handler then reads them from memory, so a client
+// that sends its body slowly holds no worker while it does. The rest of a
+// longer body streams to the handler as it reads, under the deadline of
+// [WithBodyTimeout]. 0 means none is read ahead: every body streams to the
+// handler. Without this option the buffer is DefaultBodyBuffer.
+func WithBodyBuffer(n int) Option {
+	return func(c *config) {
+		atLeast("WithBodyBuffer", n, 0, "a buffer cannot be negative; 0 means read nothing ahead")
+		c.bodyBuffer = n
+	}
+}
+
+// WithBodyTimeout sets how long a request's whole body may take to arrive,
+// counted from when the Dispatcher first sees the request; d must be
+// positive (for slow uploads, pass a long one). A body that has not
+// arrived in time is answered 408 Request Timeout; a handler reading the
+// rest of a body longer than [WithBodyBuffer] gets an error wrapping
+// [os.ErrDeadlineExceeded]. The deadline is set with
+// [http.ResponseController.SetReadDeadline], so it replaces
+// [http.Server.ReadTimeout] for the body, and it applies only where the
+// ResponseWriter supports read deadlines (net/http's do, for HTTP/1.x and
+// HTTP/2). Without this option the timeout is DefaultBodyTimeout.
+func WithBodyTimeout(d time.Duration) Option {
+	return func(c *config) {
+		atLeast("WithBodyTimeout", d, 1, "a body needs a deadline; for slow uploads pass a long one")
+		c.bodyTimeout = d
+	}
+}
+
+// WithMetrics registers the Dispatcher's metrics on reg, which must not be
+// nil. Without it the Dispatcher registers nothing, not even on the global
+// registry. Several Dispatchers may share one registry: they share its
+// collectors, so each metric reports their sum.
 func WithMetrics(reg prometheus.Registerer) Option {
-	return func(c *config) { c.registerer = reg }
+	return func(c *config) {
+		if reg == nil {
+			panic("continuation: WithMetrics(nil): pass a prometheus.Registerer, or leave the option out to register nothing")
+		}
+		c.registerer = reg
+	}
 }
 
-// WithLogger sets the logger for recovered panics and refused requests. The
-// default is slog.Default().
+// WithLogger sets the logger for recovered panics and refused requests; l
+// must not be nil. Without this option the Dispatcher logs to
+// slog.Default().
 func WithLogger(l *slog.Logger) Option {
-	return func(c *config) { c.logger = l }
+	return func(c *config) {
+		if l == nil {
+			panic("continuation: WithLogger(nil): pass a logger; slog.New(slog.DiscardHandler) discards")
+		}
+		c.logger = l
+	}
 }

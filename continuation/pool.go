@@ -4,8 +4,8 @@ import "sync"
 
 // pool bounds how many dispatches run at once. It owns no goroutines: the
 // request's own net/http goroutine runs its dispatches once it holds a slot,
-// so a dispatch costs no goroutine handoff (BenchmarkPoolDesigns compares
-// this with handing each dispatch to a fixed set of worker goroutines).
+// so a dispatch costs no goroutine handoff (the alternative is measured in
+// docs/benchmarks.md, "Design choices in the engine").
 //
 // Requests that find every slot taken wait in one of two FIFO queues: new
 // requests (bounded by the queue size, beyond which they are refused) and
@@ -19,6 +19,15 @@ type pool struct {
 	again       waitQueue
 	freshStreak int // slots given to new requests in a row while redispatches waited
 	queueGauge  gaugeAdder
+}
+
+// A waiter is a request's place in the pool's queues. Each request has
+// one (Continuation embeds it), so waiting allocates nothing; all its
+// fields belong to the pool and are guarded by pool.mu.
+type waiter struct {
+	wake       chan struct{} // where release hands over a slot; set by acquire
+	queued     bool
+	prev, next *waiter
 }
 
 // freshBurst is how many slots in a row new requests may take while
@@ -43,9 +52,11 @@ const (
 	abandoned // the client went away or the dispatcher shut down first
 )
 
-// acquireNew takes a slot for c's first dispatch, waiting in the bounded
-// queue of new requests until a slot frees up or stop is closed.
-func (p *pool) acquireNew(c *Continuation, stop, shutdown <-chan struct{}) acquireResult {
+// acquireNew takes a slot for a request's first dispatch, waiting in the
+// bounded queue of new requests until a slot frees up or stop or shutdown
+// is closed. A slot handed over arrives as a value on wake, a channel with
+// room for one that nothing else sends on while the request waits here.
+func (p *pool) acquireNew(w *waiter, wake chan struct{}, stop, shutdown <-chan struct{}) acquireResult {
 	p.mu.Lock()
 	if p.free > 0 {
 		p.free--
@@ -56,20 +67,20 @@ func (p *pool) acquireNew(c *Continuation, stop, shutdown <-chan struct{}) acqui
 		p.mu.Unlock()
 		return queueFull
 	}
-	sig := c.signalChan()
-	p.fresh.push(c)
+	w.wake = wake
+	p.fresh.push(w)
 	p.mu.Unlock()
 	p.queueGauge.Add(1)
 
 	select {
-	case <-sig:
+	case <-wake:
 		return acquired
 	case <-stop:
 	case <-shutdown:
 	}
 	p.mu.Lock()
-	if c.queued {
-		p.fresh.remove(c)
+	if w.queued {
+		p.fresh.remove(w)
 		p.mu.Unlock()
 		p.queueGauge.Add(-1)
 		return abandoned
@@ -78,30 +89,31 @@ func (p *pool) acquireNew(c *Continuation, stop, shutdown <-chan struct{}) acqui
 	// the slot is ours, and the handler sees the cancelled context or gets
 	// ErrShutdown from Suspend.
 	p.mu.Unlock()
-	<-sig
+	<-wake
 	return acquired
 }
 
-// acquireAgain takes a slot for a redispatch of an admitted request. It
-// never gives up: the request was admitted and its waker is owed a dispatch.
-func (p *pool) acquireAgain(c *Continuation) {
+// acquireAgain takes a slot for a redispatch of an admitted request, with
+// wake as in acquireNew. It never gives up: the request was admitted and
+// its waker is owed a dispatch.
+func (p *pool) acquireAgain(w *waiter, wake chan struct{}) {
 	p.mu.Lock()
 	if p.free > 0 {
 		p.free--
 		p.mu.Unlock()
 		return
 	}
-	sig := c.signalChan()
-	p.again.push(c)
+	w.wake = wake
+	p.again.push(w)
 	p.mu.Unlock()
 	p.queueGauge.Add(1)
-	<-sig
+	<-wake
 }
 
 // release frees the caller's slot, handing it straight to a waiter if any.
 func (p *pool) release() {
 	p.mu.Lock()
-	var next *Continuation
+	var next *waiter
 	switch {
 	case p.fresh.len > 0 && (p.again.len == 0 || p.freshStreak < freshBurst):
 		next = p.fresh.pop()
@@ -112,51 +124,55 @@ func (p *pool) release() {
 	default:
 		p.free++
 	}
-	p.mu.Unlock()
+	var wake chan struct{}
 	if next != nil {
+		wake = next.wake
+		next.wake = nil
+	}
+	p.mu.Unlock()
+	if wake != nil {
 		p.queueGauge.Add(-1)
-		next.signal()
+		wake <- struct{}{}
 	}
 }
 
-// waitQueue is an intrusive FIFO list of continuations waiting for a slot;
-// the links live in the Continuation, so waiting allocates nothing and an
-// abandoned wait is removed in O(1). Guarded by pool.mu.
+// waitQueue is an intrusive FIFO list of waiters, so that an abandoned
+// wait is removed in O(1). Guarded by pool.mu.
 type waitQueue struct {
-	head, tail *Continuation
+	head, tail *waiter
 	len        int
 }
 
-func (q *waitQueue) push(c *Continuation) {
-	c.queued = true
-	c.prevWaiter, c.nextWaiter = q.tail, nil
+func (q *waitQueue) push(w *waiter) {
+	w.queued = true
+	w.prev, w.next = q.tail, nil
 	if q.tail != nil {
-		q.tail.nextWaiter = c
+		q.tail.next = w
 	} else {
-		q.head = c
+		q.head = w
 	}
-	q.tail = c
+	q.tail = w
 	q.len++
 }
 
-func (q *waitQueue) pop() *Continuation {
-	c := q.head
-	q.remove(c)
-	return c
+func (q *waitQueue) pop() *waiter {
+	w := q.head
+	q.remove(w)
+	return w
 }
 
-func (q *waitQueue) remove(c *Continuation) {
-	if c.prevWaiter != nil {
-		c.prevWaiter.nextWaiter = c.nextWaiter
+func (q *waitQueue) remove(w *waiter) {
+	if w.prev != nil {
+		w.prev.next = w.next
 	} else {
-		q.head = c.nextWaiter
+		q.head = w.next
 	}
-	if c.nextWaiter != nil {
-		c.nextWaiter.prevWaiter = c.prevWaiter
+	if w.next != nil {
+		w.next.prev = w.prev
 	} else {
-		q.tail = c.prevWaiter
+		q.tail = w.prev
 	}
-	c.prevWaiter, c.nextWaiter = nil, nil
-	c.queued = false
+	w.prev, w.next = nil, nil
+	w.queued = false
 	q.len--
 }

@@ -26,9 +26,10 @@ func TestTimerStartsAtReturn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var hist history
 		d := continuation.NewDispatcher(timeoutThenSleep(&hist))
+		start := time.Now()
 		cl := get(d, "/")
-		assert.Equal(t, "TIMEOUT", cl.wait().Body.String())
-		assert.Equal(t, 400*time.Millisecond, cl.elapsed())
+		assert.Equal(t, "TIMEOUT", cl.Wait().Body.String())
+		assert.Equal(t, 400*time.Millisecond, time.Since(start))
 		assert.Equal(t, []string{"returned", "onTimeout", "onComplete"}, hist.get())
 	})
 }
@@ -71,8 +72,8 @@ func TestCompleteBeforeReturnIsDeferred(t *testing.T) {
 		}))
 		cl := get(d, "/")
 		time.Sleep(299 * time.Millisecond)
-		assert.False(t, cl.finished(), "answered before the handler returned")
-		assert.Equal(t, "AB", cl.wait().Body.String())
+		assert.False(t, finished(cl), "answered before the handler returned")
+		assert.Equal(t, "AB", cl.Wait().Body.String())
 		assert.Equal(t, []string{"returned", "onComplete"}, hist.get())
 		assert.Equal(t, int32(1), calls.Load())
 	})
@@ -101,9 +102,10 @@ func TestResumeBeforeReturnIsDeferred(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 			hist.add("returned")
 		}))
+		start := time.Now()
 		cl := get(d, "/")
-		assert.Equal(t, "RESUMED", cl.wait().Body.String())
-		assert.Equal(t, 300*time.Millisecond, cl.elapsed())
+		assert.Equal(t, "RESUMED", cl.Wait().Body.String())
+		assert.Equal(t, 300*time.Millisecond, time.Since(start))
 		assert.Equal(t, []string{"returned", "!initial"}, hist.get())
 	})
 }
@@ -116,7 +118,7 @@ func misuse(t *testing.T, h func(w http.ResponseWriter, c *continuation.Continua
 		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h(w, continuation.FromRequest(r))
 		}))
-		rec := get(d, "/").wait()
+		rec := get(d, "/").Wait()
 		assert.Equal(t, http.StatusOK, rec.Code)
 		body = rec.Body.String()
 	})
@@ -233,14 +235,14 @@ func TestMisuse(t *testing.T) {
 				cs <- continuation.FromRequest(r)
 				io.WriteString(w, "done")
 			}))
-			get(d, "/").wait()
+			get(d, "/").Wait()
 			c := <-cs
 			<-c.Done()
 			assert.ErrorIs(t, c.Resume(), continuation.ErrCompleted)
 			assert.ErrorIs(t, c.Complete(), continuation.ErrCompleted)
 			assert.ErrorIs(t, c.Suspend(), continuation.ErrCompleted)
 			// The next request gets its own continuation and a normal answer.
-			assert.Equal(t, "done", get(d, "/").wait().Body.String())
+			assert.Equal(t, "done", get(d, "/").Wait().Body.String())
 			assert.NotSame(t, c, <-cs)
 		})
 	})
@@ -259,7 +261,7 @@ func TestMisuse(t *testing.T) {
 			synctest.Wait()
 			assert.ErrorIs(t, c.Suspend(), continuation.ErrNotDispatched)
 			require.NoError(t, c.Resume())
-			cl.wait()
+			cl.Wait()
 		})
 	})
 	t.Run("suspend after the handler returned, from a listener", func(t *testing.T) {
@@ -302,7 +304,7 @@ func TestStaleHandleCannotResumeLaterSuspension(t *testing.T) {
 		assert.True(t, second.Continuation().IsSuspended(), "the later suspension is untouched")
 		assert.Same(t, first.Continuation(), second.Continuation())
 		require.NoError(t, second.Resume())
-		assert.Equal(t, "RESUMED", cl.wait().Body.String())
+		assert.Equal(t, "RESUMED", cl.Wait().Body.String())
 		assert.ErrorIs(t, second.Resume(), continuation.ErrCompleted)
 	})
 }
@@ -338,7 +340,7 @@ func TestFlagsByPhase(t *testing.T) {
 		synctest.Wait()
 		seen["waiting"] = read(c)
 		require.NoError(t, c.Resume())
-		cl.wait()
+		cl.Wait()
 		assert.Equal(t, map[string]flags{
 			"initial, before Suspend":   {true, false, false, false},
 			"initial, after Suspend":    {true, true, false, false},
@@ -363,13 +365,14 @@ func TestZeroTimeoutNeverExpires(t *testing.T) {
 			}
 			assert.False(t, c.IsExpired())
 		}), continuation.WithDefaultTimeout(0))
+		start := time.Now()
 		cl := get(d, "/")
 		c := <-cs
 		time.Sleep(24 * time.Hour)
-		assert.False(t, cl.finished())
+		assert.False(t, finished(cl))
 		require.NoError(t, c.Resume())
-		cl.wait()
-		assert.Equal(t, 24*time.Hour, cl.elapsed())
+		cl.Wait()
+		assert.Equal(t, 24*time.Hour, time.Since(start))
 	})
 }
 
@@ -382,9 +385,10 @@ func TestDefaultTimeoutIs30s(t *testing.T) {
 				require.NoError(t, c.Suspend())
 			}
 		}))
+		start := time.Now()
 		cl := get(d, "/")
-		cl.wait()
-		assert.Equal(t, 30*time.Second, cl.elapsed())
+		cl.Wait()
+		assert.Equal(t, 30*time.Second, time.Since(start))
 	})
 }
 
@@ -411,11 +415,11 @@ func TestStreamingCycles(t *testing.T) {
 		for want := range []string{"", "x\n", "x\nxx\n"} {
 			c := <-cs
 			synctest.Wait()
-			assert.Equal(t, []string{"", "x\n", "x\nxx\n"}[want], cl.rec.Body.String())
-			assert.True(t, cl.rec.Flushed || want == 0)
+			assert.Equal(t, []string{"", "x\n", "x\nxx\n"}[want], cl.Recorder.Body.String())
+			assert.True(t, cl.Recorder.Flushed || want == 0)
 			require.NoError(t, c.Resume())
 		}
-		assert.Equal(t, "x\nxx\nxxx\n", cl.wait().Body.String())
+		assert.Equal(t, "x\nxx\nxxx\n", cl.Wait().Body.String())
 	})
 }
 
@@ -437,7 +441,7 @@ func TestDispatchListener(t *testing.T) {
 				require.NoError(t, c.Resume())
 			}
 		}))
-		get(d, "/").wait()
+		get(d, "/").Wait()
 		assert.Equal(t, []string{"dispatch", "onDispatch", "dispatch", "onDispatch", "dispatch"}, hist.get())
 	})
 }
@@ -470,6 +474,6 @@ func TestLoadOrStoreValue(t *testing.T) {
 			c.SetAttribute("k", "attribute")
 			assert.Equal(t, first, c.Value(key{}), "a string attribute is another key")
 		}))
-		get(d, "/").wait()
+		get(d, "/").Wait()
 	})
 }

@@ -32,7 +32,7 @@ type (
 var ErrNotStarted = errors.New("servlet: container not started")
 
 // A Container maps servlets by pattern and serves every request through
-// one continuation.Dispatcher, so every servlet may suspend. Patterns
+// one [continuation.Dispatcher], so every servlet may suspend. Patterns
 // follow the Servlet specification:
 //
 //	/a/b     exact
@@ -41,16 +41,21 @@ var ErrNotStarted = errors.New("servlet: container not started")
 //	/        the default servlet
 //
 // A request goes to the exact match, else the longest path prefix, else the
-// extension, else the default; with none it gets 404.
+// extension, else the default; with none it gets 404. The path matched is
+// the request's canonical path (see the package documentation), which is
+// also what filters and servlets find in r.URL.Path.
 type Container struct {
-	opts    []continuation.Option
-	filters []func(http.Handler) http.Handler
+	d *continuation.Dispatcher
 
-	mu       sync.Mutex
-	servlets []*mapping
-	badSetup []error
-	started  bool
-	d        atomic.Pointer[continuation.Dispatcher] // set by Start; read without the lock on every request
+	mu        sync.Mutex
+	filters   []func(http.Handler) http.Handler
+	servlets  []*mapping
+	badSetup  []error
+	started   bool // Start succeeded: the mappings and filters are fixed
+	drained   bool // Drain or Shutdown was called: Start would serve nothing
+	destroyed bool // Shutdown ran Destroy
+
+	handler atomic.Pointer[http.Handler] // set by Start; read without the lock on every request
 }
 
 type mapping struct {
@@ -60,41 +65,48 @@ type mapping struct {
 	params  map[string]string
 }
 
-// NewContainer returns a Container whose Dispatcher takes opts.
+// NewContainer returns a Container whose [continuation.Dispatcher] takes
+// opts. It panics on an option the Dispatcher refuses.
 func NewContainer(opts ...continuation.Option) *Container {
-	return &Container{opts: opts}
+	return &Container{d: continuation.NewDispatcher(http.NotFoundHandler(), opts...)}
 }
 
-// Handle maps pattern to s: an http.Handler, or a value with Do* methods
-// (see Handler). A bad or duplicate pattern makes Start fail.
+// Handle maps pattern to s: an [http.Handler], or a value with Do* methods
+// (see [Handler]). A bad or duplicate pattern, or an s that is neither,
+// makes Start fail. Handle panics after Start: the mappings are fixed then.
 func (c *Container) Handle(pattern string, s any) { c.HandleWith(pattern, s, nil) }
 
 // HandleWith is Handle with init parameters for the servlet's Config.
 func (c *Container) HandleWith(pattern string, s any, initParams map[string]string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.started {
+		panic(fmt.Sprintf("servlet: Handle(%q) after Start", pattern))
+	}
+	h, err := handlerFor(s)
 	switch {
-	case c.started:
-		c.badSetup = append(c.badSetup, fmt.Errorf("servlet: Handle(%q) after Start", pattern))
-		return
 	case !validPattern(pattern):
 		c.badSetup = append(c.badSetup, fmt.Errorf("servlet: invalid pattern %q", pattern))
-		return
 	case slices.ContainsFunc(c.servlets, func(m *mapping) bool { return m.pattern == pattern }):
 		c.badSetup = append(c.badSetup, fmt.Errorf("servlet: pattern %q mapped twice", pattern))
-		return
+	case err != nil:
+		c.badSetup = append(c.badSetup, fmt.Errorf("servlet: pattern %q: %w", pattern, err))
+	default:
+		c.servlets = append(c.servlets, &mapping{pattern: pattern, servlet: s, handler: h, params: initParams})
 	}
-	c.servlets = append(c.servlets, &mapping{pattern: pattern, servlet: s, handler: Handler(s), params: initParams})
 }
 
 // Use adds filters, applied in the order given around the servlets on every
-// dispatch (the first and each one after Resume or expiry). Call it before
-// Start.
+// dispatch (the first and each one after Resume or expiry). A nil filter
+// makes Start fail. Use panics after Start: the filters are fixed then.
 func (c *Container) Use(filters ...func(http.Handler) http.Handler) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.started {
-		c.badSetup = append(c.badSetup, errors.New("servlet: Use after Start"))
+		panic("servlet: Use after Start")
+	}
+	if slices.ContainsFunc(filters, func(f func(http.Handler) http.Handler) bool { return f == nil }) {
+		c.badSetup = append(c.badSetup, errors.New("servlet: Use: a nil filter"))
 		return
 	}
 	c.filters = append(c.filters, filters...)
@@ -103,12 +115,15 @@ func (c *Container) Use(filters ...func(http.Handler) http.Handler) {
 // Start checks the mappings and runs each servlet's optional
 // Init(Config) error, in the order they were mapped. The first error stops
 // Start and is returned, naming the pattern; the servlets already
-// initialized are destroyed again.
+// initialized are destroyed again. Start fails after Drain or Shutdown.
 func (c *Container) Start() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.started {
+	switch {
+	case c.started:
 		return errors.New("servlet: container already started")
+	case c.drained:
+		return errors.New("servlet: Start after Drain or Shutdown")
 	}
 	if err := errors.Join(c.badSetup...); err != nil {
 		return err
@@ -124,41 +139,69 @@ func (c *Container) Start() error {
 		}
 	}
 	var h http.Handler = newRouter(c.servlets)
-	for i := len(c.filters) - 1; i >= 0; i-- {
-		h = c.filters[i](h)
+	for _, f := range slices.Backward(c.filters) {
+		h = f(h)
 	}
-	c.d.Store(continuation.NewDispatcher(h, c.opts...))
+	h = c.d.Handler(h)
+	c.handler.Store(&h)
 	c.started = true
 	return nil
 }
 
-// ServeHTTP serves r through the Dispatcher; before Start it answers 503.
+// ServeHTTP serves r through the Dispatcher, by its canonical path. Before
+// Start it answers 503 with Retry-After; a path the canonical form refuses
+// gets 400.
 func (c *Container) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	d := c.d.Load()
-	if d == nil {
+	h := c.handler.Load()
+	if h == nil {
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, ErrNotStarted.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	d.ServeHTTP(w, r)
+	path, err := canonicalPath(r.URL)
+	if err != nil {
+		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if path != r.URL.Path || r.URL.RawPath != "" {
+		r = withPath(r, path)
+	}
+	(*h).ServeHTTP(w, r)
 }
 
-// Shutdown shuts the Dispatcher down (new requests get 503, suspended ones
-// are expired so their servlets answer) and, once every request has
-// finished, runs each servlet's optional Destroy, in reverse order. If ctx
-// ends first, Shutdown returns its error and Destroy is not run.
+// Drain begins a graceful shutdown and returns at once: new requests get
+// 503 with Retry-After and every suspended request is expired, so its
+// servlet answers now (see [continuation.Dispatcher.Drain]). It is what
+// [http.Server.RegisterOnShutdown] wants. Drain does not run Destroy;
+// Shutdown does, once every request has finished:
+//
+//	srv.RegisterOnShutdown(c.Drain)
+//	if err := srv.Shutdown(ctx); err != nil { // returns once the suspended requests have answered
+//		srv.Close()
+//	}
+//	if err := c.Shutdown(ctx); err != nil { // runs each servlet's Destroy
+//		log.Print(err)
+//	}
+func (c *Container) Drain() {
+	c.mu.Lock()
+	c.drained = true
+	c.mu.Unlock()
+	c.d.Drain()
+}
+
+// Shutdown is Drain, then a wait until every request has finished; then it
+// runs each servlet's optional Destroy, in reverse order, and returns nil.
+// If ctx ends first, Shutdown returns its error and Destroy is not run; a
+// later Shutdown may still run it. Destroy runs once at most.
 func (c *Container) Shutdown(ctx context.Context) error {
-	d := c.d.Load()
-	if d == nil {
-		return nil
-	}
-	if err := d.Shutdown(ctx); err != nil {
+	c.Drain()
+	if err := c.d.Shutdown(ctx); err != nil {
 		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.started {
-		c.started = false
+	if c.started && !c.destroyed {
+		c.destroyed = true
 		destroy(c.servlets)
 	}
 	return nil

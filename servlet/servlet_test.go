@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -19,6 +20,10 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// quiet keeps the Dispatcher's log of refused requests out of the test
+// output.
+var quiet = continuation.WithLogger(slog.New(slog.DiscardHandler))
 
 type getPost struct{}
 
@@ -241,7 +246,132 @@ func TestFiltersOnEveryDispatch(t *testing.T) {
 	defer c.Shutdown(context.Background())
 	serve(c, http.MethodGet, "/")
 	assert.Equal(t, []string{"outer", "inner", "servlet", "outer", "inner", "servlet"}, trace)
-	c.Use(filter("late"))
-	c.Handle("/late", named("late"))
-	assert.Empty(t, serve(c, http.MethodGet, "/late").Body.String(), "a mapping added after Start is ignored")
+	assert.PanicsWithValue(t, "servlet: Use after Start", func() { c.Use(filter("late")) })
+	assert.PanicsWithValue(t, `servlet: Handle("/late") after Start`, func() { c.Handle("/late", named("late")) })
+}
+
+type (
+	misspelled   struct{}
+	wrongCase    struct{}
+	wrongSig     struct{}
+	pointerOnly  struct{}
+	wrongServe   struct{}
+	justAHelper  struct{}
+	alsoAHandler struct{ named }
+)
+
+func (misspelled) DoGett(w http.ResponseWriter, r *http.Request)    {}
+func (wrongCase) Doget(w http.ResponseWriter, r *http.Request)      {}
+func (wrongSig) DoGet(w http.ResponseWriter, r *http.Request) error { return nil }
+func (*pointerOnly) DoGet(w http.ResponseWriter, r *http.Request)   {}
+func (wrongServe) ServeHTTP(w http.ResponseWriter)                  {}
+func (justAHelper) Render(w http.ResponseWriter, r *http.Request)   {}
+func (alsoAHandler) DoPost(w http.ResponseWriter, r *http.Request)  { io.WriteString(w, "do") }
+
+// A value that is neither an http.Handler nor has a Do* method would
+// answer every request 405: Start refuses it, naming the pattern and what
+// was probably meant, and Handler panics with the same words.
+func TestNotAServlet(t *testing.T) {
+	const none = "it is not an http.Handler and has none of the methods DoGet, DoHead, DoPost, DoPut, DoDelete, DoPatch, DoOptions"
+	for _, tt := range []struct {
+		servlet any
+		want    string
+	}{
+		{42, "int is not a servlet: " + none},
+		{nil, "<nil> is not a servlet: " + none},
+		{"/b", "string is not a servlet: " + none},
+		{misspelled{}, "servlet_test.misspelled is not a servlet: " + none + "; its method DoGett looks like a misspelled Do* method"},
+		{wrongCase{}, "servlet_test.wrongCase is not a servlet: " + none + "; its method Doget looks like a misspelled DoGet"},
+		{wrongSig{}, "servlet_test.wrongSig is not a servlet: " + none +
+			"; its DoGet is func(http.ResponseWriter, *http.Request) error, not func(http.ResponseWriter, *http.Request)"},
+		{pointerOnly{}, "servlet_test.pointerOnly is not a servlet: " + none + "; *servlet_test.pointerOnly has the methods: pass a pointer"},
+		{wrongServe{}, "servlet_test.wrongServe is not a servlet: " + none +
+			"; its ServeHTTP is func(http.ResponseWriter), not func(http.ResponseWriter, *http.Request)"},
+		{justAHelper{}, "servlet_test.justAHelper is not a servlet: " + none},
+	} {
+		c := servlet.NewContainer()
+		c.Handle("/a", named("a"))
+		c.Handle("/b", tt.servlet)
+		assert.EqualError(t, c.Start(), `servlet: pattern "/b": `+tt.want)
+		assert.Equal(t, http.StatusServiceUnavailable, serve(c, http.MethodGet, "/a").Code, "not started")
+		assert.PanicsWithValue(t, "servlet: "+tt.want, func() { servlet.Handler(tt.servlet) })
+	}
+
+	// The Do* methods win over ServeHTTP; a pointer has its value's methods.
+	assert.Equal(t, "do", serve(servlet.Handler(alsoAHandler{}), http.MethodPost, "/").Body.String())
+	assert.Equal(t, http.StatusMethodNotAllowed, serve(servlet.Handler(alsoAHandler{}), http.MethodGet, "/").Code)
+	assert.Equal(t, http.StatusOK, serve(servlet.Handler(&pointerOnly{}), http.MethodGet, "/").Code)
+	assert.Equal(t, "posted", serve(servlet.Handler(&getPost{}), http.MethodPost, "/").Body.String())
+}
+
+func TestNilFilterFailsStart(t *testing.T) {
+	c := servlet.NewContainer()
+	c.Use(nil)
+	c.Handle("/", named("x"))
+	assert.EqualError(t, c.Start(), "servlet: Use: a nil filter")
+}
+
+// expiring suspends and, once expired, answers after the test lets it.
+type expiring struct {
+	release chan struct{}
+	destroy chan struct{}
+}
+
+func (e *expiring) DoGet(w http.ResponseWriter, r *http.Request) {
+	c := continuation.FromRequest(r)
+	if c.IsExpired() {
+		<-e.release
+		io.WriteString(w, "expired")
+		return
+	}
+	c.Suspend()
+}
+
+func (e *expiring) Destroy() { close(e.destroy) }
+
+// Drain begins the shutdown and returns while requests are still being
+// answered: suspended ones are expired and answer, new ones get 503.
+// Destroy waits for Shutdown, which waits for every request.
+func TestDrainReturnsAtOnceShutdownWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &expiring{release: make(chan struct{}), destroy: make(chan struct{})}
+		c := servlet.NewContainer(continuation.WithDefaultTimeout(0), quiet)
+		c.Handle("/", s)
+		require.NoError(t, c.Start())
+
+		done := make(chan string)
+		go func() { done <- serve(c, http.MethodGet, "/wait").Body.String() }()
+		synctest.Wait() // suspended
+
+		c.Drain()       // returns although the expired request is still running
+		synctest.Wait() // the request's expiry dispatch is blocked on release
+		select {
+		case <-done:
+			t.Fatal("answered before its servlet was let go")
+		case <-s.destroy:
+			t.Fatal("Destroy ran by Drain")
+		default:
+		}
+		rec := serve(c, http.MethodGet, "/new")
+		assert.Equal(t, http.StatusServiceUnavailable, rec.Code, "a new request during the drain")
+		assert.Equal(t, "1", rec.Header().Get("Retry-After"))
+
+		shutdown := make(chan error)
+		go func() { shutdown <- c.Shutdown(context.Background()) }()
+		synctest.Wait()
+		select {
+		case <-shutdown:
+			t.Fatal("Shutdown returned while a request was running")
+		default:
+		}
+		close(s.release)
+		assert.Equal(t, "expired", <-done)
+		require.NoError(t, <-shutdown)
+		<-s.destroy
+		assert.NoError(t, c.Shutdown(context.Background()), "again: Destroy runs once")
+
+		fresh := servlet.NewContainer()
+		fresh.Drain()
+		assert.EqualError(t, fresh.Start(), "servlet: Start after Drain or Shutdown")
+	})
 }
