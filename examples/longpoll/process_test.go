@@ -44,6 +44,8 @@ func TestBadInputOverTheWire(t *testing.T) {
 		{"since=-1", "GET", "/subscribe?since=-1", "", nil, 400},
 		{"huge since: a cursor from the future", "GET", "/subscribe?since=18446744073709551615", "", nil, 200},
 		{"since beyond uint64", "GET", "/subscribe?since=18446744073709551616", "", nil, 400},
+		{"since with an epoch of 0", "GET", "/subscribe?since=0-5", "", nil, 400},
+		{"publish by GET", "GET", "/publish?message=x", "", nil, 405},
 		{"10 MB body", "POST", "/publish", form, strings.NewReader("message=" + strings.Repeat("x", 10<<20)), 413},
 		{"invalid UTF-8", "POST", "/publish", form, strings.NewReader(url.Values{"message": {"\xff\xfe"}}.Encode()), 400},
 		{"empty message", "POST", "/publish", form, strings.NewReader("message="), 400},
@@ -69,6 +71,26 @@ func TestBadInputOverTheWire(t *testing.T) {
 			assert.Equal(t, tt.code, code, body)
 			assert.Less(t, code, 500)
 		})
+	}
+
+	// A publish from another site's page (a form posted across origins, as
+	// a browser marks it) is refused; the same from curl is not.
+	for _, tt := range []struct {
+		header, value string
+		code          int
+	}{
+		{"Sec-Fetch-Site", "cross-site", http.StatusForbidden},
+		{"Origin", "https://evil.example", http.StatusForbidden},
+		{"Sec-Fetch-Site", "same-origin", http.StatusOK},
+	} {
+		req, err := http.NewRequest(http.MethodPost, base+"/publish", strings.NewReader("message=csrf"))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", form)
+		req.Header.Set(tt.header, tt.value)
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, tt.code, resp.StatusCode, "%s: %s", tt.header, tt.value)
 	}
 
 	// Slow headers (slowloris): the server hangs up once the header timeout

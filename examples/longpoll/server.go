@@ -5,14 +5,13 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/continuation"
 	"github.com/cometkit/cometkit/servlet"
+	"github.com/cometkit/cometkit/sse"
 )
 
 // topic is the one channel this example publishes on.
@@ -21,10 +20,11 @@ const topic = "messages"
 // maxMessage bounds a published message; larger ones get 413.
 const maxMessage = 64 << 10
 
-// cursorAttr keeps a subscriber's ?since= cursor across its dispatches.
-const cursorAttr = "longpoll.since"
+// classicAttr marks a subscriber of the classic protocol, which wants only
+// the next message, as text.
+const classicAttr = "longpoll.classic"
 
-// newContainer maps the two servlets and starts the container.
+// newContainer maps the three servlets and starts the container.
 func newContainer(mgr *clientmgr.Manager, opts ...continuation.Option) (*servlet.Container, error) {
 	c := servlet.NewContainer(opts...)
 	c.Handle("/subscribe", &subscribe{mgr: mgr})
@@ -36,15 +36,12 @@ func newContainer(mgr *clientmgr.Manager, opts ...continuation.Option) (*servlet
 // subscribe waits for messages. Without ?since= it keeps the classic
 // protocol: the body is the next message published, as text/plain, and a
 // message published while the client is between two polls is not seen.
-// With ?since=N the body is a JSON array of every message after Seq N,
-// taken atomically from the topic's history at registration, so a client
-// that re-polls with the last Seq it saw never misses one.
+// With ?since=CURSOR (the next of the previous answer; "" or 0 the first
+// time) the body is the JSON of a clientmgr.Batch: every message after the
+// cursor, taken atomically from the topic's history at registration, the
+// cursor to poll with next, and complete=false when messages may have been
+// missed (a cursor from before a restart, or older than the history).
 type subscribe struct{ mgr *clientmgr.Manager }
-
-type jsonMessage struct {
-	Seq  uint64 `json:"seq"`
-	Data string `json:"data"`
-}
 
 func (s *subscribe) DoGet(w http.ResponseWriter, r *http.Request) {
 	c := continuation.FromRequest(r)
@@ -52,144 +49,126 @@ func (s *subscribe) DoGet(w http.ResponseWriter, r *http.Request) {
 		s.wait(w, r, c)
 		return
 	}
-	msgs := clientmgr.Messages(c)
-	since, wantJSON := c.Attribute(cursorAttr).(uint64)
-	if !wantJSON {
-		if len(msgs) == 0 { // expired: nothing new, poll again
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, string(msgs[0].Data))
+	b := clientmgr.Batches(c)[0]
+	if c.Attribute(classicAttr) == nil {
+		writeJSON(w, b)
 		return
 	}
-	if len(msgs) > 0 && msgs[0].Seq > since+1 {
-		// The batch dropped its oldest (a slow consumer): the history has
-		// them, as far back as it reaches.
-		msgs, _ = s.mgr.Since(topic, since)
+	if len(b.Messages) == 0 { // expired: nothing new, poll again
+		w.WriteHeader(http.StatusNoContent)
+		return
 	}
-	writeJSON(w, msgs)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write(b.Messages[0].Data)
 }
 
 func (s *subscribe) wait(w http.ResponseWriter, r *http.Request, c *continuation.Continuation) {
-	after := s.mgr.LastSeq(topic) // classic: only what comes next
-	if v := r.URL.Query().Get("since"); v != "" || r.URL.Query().Has("since") {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			http.Error(w, "bad cursor: since must be a message sequence number (0 or more)", http.StatusBadRequest)
-			return
-		}
-		after = n
-		c.SetAttribute(cursorAttr, n)
+	var after clientmgr.Cursor
+	var err error
+	if q := r.URL.Query(); q.Has("since") {
+		after, err = clientmgr.ParseCursor(q.Get("since"))
+	} else {
+		c.SetAttribute(classicAttr, true)
+		after, err = s.mgr.Head(r.Context(), topic) // only what comes next
 	}
-	if err := c.Suspend(); err != nil {
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+	if err != nil {
+		http.Error(w, "bad cursor: since is the next of the previous answer (or empty)", http.StatusBadRequest)
 		return
 	}
-	if err := s.mgr.Register(topic, after, c); err != nil {
-		// Closed or full: ending the suspension answers now.
-		c.Resume()
+	register(w, r, c, s.mgr, after)
+}
+
+// register suspends the request and registers it from the cursor; a
+// refusal is answered now with 503 and Retry-After.
+func register(w http.ResponseWriter, r *http.Request, c *continuation.Continuation, mgr *clientmgr.Manager, after clientmgr.Cursor) {
+	err := c.Suspend()
+	if err == nil {
+		if err = mgr.RegisterCursor(r.Context(), topic, after, c); err != nil {
+			defer c.Complete() // the answer below is the response
+		}
+	}
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "cannot wait now: "+err.Error(), http.StatusServiceUnavailable)
 	}
 }
 
-func writeJSON(w http.ResponseWriter, msgs []clientmgr.Message) {
-	out := make([]jsonMessage, len(msgs))
-	for i, m := range msgs {
-		out[i] = jsonMessage{Seq: m.Seq, Data: string(m.Data)}
-	}
+func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(out)
+	json.NewEncoder(w).Encode(v)
 }
 
-// events streams the topic as server-sent events (text/event-stream): one
-// response, many suspend cycles. Each message is an event whose id is its
-// Seq, so a client that reconnects with Last-Event-ID (or ?since=N) misses
-// nothing; a timeout writes a keep-alive comment and waits again.
+// events streams the topic as server-sent events: one response, many
+// suspend cycles. Each message is an event whose id is its cursor, so a
+// client that reconnects with Last-Event-ID (or ?since=CURSOR) misses
+// nothing, or gets a "missed" event first when its cursor cannot be
+// honoured; a timeout writes a keep-alive comment and waits again.
 type events struct{ mgr *clientmgr.Manager }
 
 func (e *events) DoGet(w http.ResponseWriter, r *http.Request) {
 	c := continuation.FromRequest(r)
 	if c.IsInitial() {
-		cursor := r.URL.Query().Get("since")
-		if id := r.Header.Get("Last-Event-ID"); id != "" {
-			cursor = id // EventSource's own reconnect
+		after, err := e.cursor(r)
+		if err != nil {
+			http.Error(w, "bad cursor: since and Last-Event-ID are an event id (or empty)", http.StatusBadRequest)
+			return
 		}
-		after := e.mgr.LastSeq(topic)
-		if cursor != "" {
-			n, err := strconv.ParseUint(cursor, 10, 64)
-			if err != nil {
-				http.Error(w, "bad cursor: since and Last-Event-ID must be a message sequence number (0 or more)", http.StatusBadRequest)
-				return
-			}
-			after = n
+		if sse.Start(w, time.Second) == nil {
+			e.wait(w, r, c, after)
 		}
-		c.SetAttribute(cursorAttr, after)
-		h := w.Header()
-		h.Set("Content-Type", "text/event-stream")
-		h.Set("Cache-Control", "no-cache")
-		h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-		io.WriteString(w, "retry: 1000\n\n")
-		http.NewResponseController(w).Flush()
-		e.wait(c, after)
 		return
 	}
-	after := c.Attribute(cursorAttr).(uint64)
-	msgs := clientmgr.Messages(c)
-	if len(msgs) > 0 && msgs[0].Seq > after+1 {
-		msgs, _ = e.mgr.Since(topic, after) // the batch overflowed
+	b := clientmgr.Batches(c)[0]
+	if sse.Send(w, streamEvents(b)...) == nil {
+		e.wait(w, r, c, b.Next)
 	}
-	if err := writeEvents(w, msgs); err != nil {
-		return // the client is gone or does not read
+}
+
+// cursor is where a stream starts: the Last-Event-ID of a reconnecting
+// EventSource, else ?since=, else what comes next.
+func (e *events) cursor(r *http.Request) (clientmgr.Cursor, error) {
+	if id := sse.LastEventID(r); id != "" {
+		return clientmgr.ParseCursor(id)
 	}
-	if len(msgs) > 0 {
-		after = msgs[len(msgs)-1].Seq
-		c.SetAttribute(cursorAttr, after)
+	if q := r.URL.Query(); q.Has("since") {
+		return clientmgr.ParseCursor(q.Get("since"))
 	}
-	e.wait(c, after)
+	return e.mgr.Head(r.Context(), topic)
 }
 
 // wait suspends the stream until the next message after the cursor. When
-// suspending is refused (shutting down, or full) the stream ends and the
+// waiting is refused (shutting down, or full) the stream ends and the
 // client reconnects with its Last-Event-ID.
-func (e *events) wait(c *continuation.Continuation, after uint64) {
-	if err := c.Suspend(); err != nil {
+func (e *events) wait(w http.ResponseWriter, r *http.Request, c *continuation.Continuation, after clientmgr.Cursor) {
+	if c.Suspend() != nil {
 		return
 	}
-	if err := e.mgr.Register(topic, after, c); err != nil {
+	if e.mgr.RegisterCursor(r.Context(), topic, after, c) != nil {
 		c.Complete()
 	}
 }
 
-// writeEvents writes msgs as events, or a keep-alive comment when there are
-// none, and flushes them within a write deadline, so that a client that
-// stops reading cannot hold its request forever.
-func writeEvents(w http.ResponseWriter, msgs []clientmgr.Message) error {
-	rc := http.NewResponseController(w)
-	rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	defer rc.SetWriteDeadline(time.Time{})
-	var b strings.Builder
-	if len(msgs) == 0 {
-		b.WriteString(": keep-alive\n\n")
-	}
-	for _, m := range msgs {
-		b.WriteString("id: " + strconv.FormatUint(m.Seq, 10) + "\n")
-		// A message may hold newlines; each line is its own data: field.
-		for line := range strings.SplitSeq(string(m.Data), "\n") {
-			b.WriteString("data: " + line + "\n")
+// streamEvents are a batch's events: "missed", carrying the cursor to go on
+// from, when the batch is incomplete, then one "message" per message.
+func streamEvents(b clientmgr.Batch) []sse.Event {
+	var evs []sse.Event
+	if !b.Complete {
+		evs = append(evs, sse.Event{Type: "missed", Data: []byte(b.Next.String())})
+		if len(b.Messages) == 0 {
+			evs[0].ID = b.Next.String() // a reconnect goes on from there
 		}
-		b.WriteString("\n")
 	}
-	if _, err := io.WriteString(w, b.String()); err != nil {
-		return err
+	for _, m := range b.Messages {
+		evs = append(evs, sse.Event{ID: m.Cursor().String(), Type: "message", Data: m.Data})
 	}
-	return rc.Flush()
+	return evs
 }
 
-// publish broadcasts the form field message to every subscriber.
+// publish broadcasts the form field message to every subscriber. It takes
+// POST only: a GET that changes state can be triggered from any page
+// (an <img src>), across origins.
 type publish struct{ mgr *clientmgr.Manager }
 
-func (p *publish) DoGet(w http.ResponseWriter, r *http.Request) { p.DoPost(w, r) }
 func (p *publish) DoPost(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxMessage)
 	if err := r.ParseForm(); err != nil {
@@ -200,7 +179,7 @@ func (p *publish) DoPost(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad form: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	msg := r.Form.Get("message")
+	msg := r.PostForm.Get("message")
 	switch {
 	case msg == "":
 		http.Error(w, "message is empty", http.StatusBadRequest)

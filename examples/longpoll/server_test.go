@@ -38,8 +38,8 @@ func newTestServer(t *testing.T, timeout time.Duration, opts ...clientmgr.Option
 	return c, mgr
 }
 
-// serve runs one request in the background; the result arrives on the channel.
-func serve(h http.Handler, req *http.Request) <-chan *httptest.ResponseRecorder {
+// async runs one request in the background; the result arrives on the channel.
+func async(h http.Handler, req *http.Request) <-chan *httptest.ResponseRecorder {
 	out := make(chan *httptest.ResponseRecorder, 1)
 	go func() {
 		rec := httptest.NewRecorder()
@@ -57,12 +57,21 @@ func publishForm(msg string) *http.Request {
 	return req
 }
 
-func decode(t *testing.T, rec *httptest.ResponseRecorder) []jsonMessage {
+func decode(t *testing.T, rec *httptest.ResponseRecorder) clientmgr.Batch {
 	t.Helper()
 	require.Equal(t, "application/json", rec.Header().Get("Content-Type"))
-	var msgs []jsonMessage
-	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &msgs))
-	return msgs
+	var b clientmgr.Batch
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &b))
+	return b
+}
+
+// texts are the data of a batch's messages.
+func texts(b clientmgr.Batch) []string {
+	out := []string{}
+	for _, m := range b.Messages {
+		out = append(out, string(m.Data))
+	}
+	return out
 }
 
 func TestClassicSubscribe(t *testing.T) {
@@ -70,12 +79,12 @@ func TestClassicSubscribe(t *testing.T) {
 		c, mgr := newTestServer(t, time.Minute)
 		var subs []<-chan *httptest.ResponseRecorder
 		for range 3 {
-			subs = append(subs, serve(c, get("/subscribe")))
+			subs = append(subs, async(c, get("/subscribe")))
 		}
 		synctest.Wait()
 		require.Equal(t, 3, mgr.Count(topic))
 
-		pub := <-serve(c, publishForm("hello <world>"))
+		pub := <-async(c, publishForm("hello <world>"))
 		assert.Equal(t, "ok", pub.Body.String())
 		for _, sub := range subs {
 			rec := <-sub
@@ -84,9 +93,9 @@ func TestClassicSubscribe(t *testing.T) {
 			assert.Equal(t, "hello <world>", rec.Body.String())
 		}
 		// The classic protocol waits for the next message, not an old one.
-		sub := serve(c, get("/subscribe"))
+		sub := async(c, get("/subscribe"))
 		synctest.Wait()
-		assert.Equal(t, "ok", (<-serve(c, get("/publish?message=again"))).Body.String())
+		assert.Equal(t, "ok", (<-async(c, publishForm("again"))).Body.String())
 		assert.Equal(t, "again", (<-sub).Body.String())
 	})
 }
@@ -95,17 +104,46 @@ func TestSinceCursor(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c, _ := newTestServer(t, time.Minute)
 		for _, m := range []string{"a", "b", "c"} {
-			<-serve(c, publishForm(m))
+			<-async(c, publishForm(m))
 		}
+		// From the start: everything, complete.
+		all := decode(t, <-async(c, get("/subscribe?since=")))
+		assert.Equal(t, []string{"a", "b", "c"}, texts(all))
+		assert.True(t, all.Complete)
+		first := all.Messages[0].Cursor().String()
 		// Behind: answered at once from the history.
-		assert.Equal(t, []jsonMessage{{2, "b"}, {3, "c"}}, decode(t, <-serve(c, get("/subscribe?since=1"))))
+		b := decode(t, <-async(c, get("/subscribe?since="+first)))
+		assert.Equal(t, []string{"b", "c"}, texts(b))
+		assert.Equal(t, all.Next, b.Next)
 		// Up to date: waits, then gets what comes.
-		sub := serve(c, get("/subscribe?since=3"))
+		sub := async(c, get("/subscribe?since="+b.Next.String()))
 		synctest.Wait()
-		<-serve(c, publishForm("d"))
-		assert.Equal(t, []jsonMessage{{4, "d"}}, decode(t, <-sub))
-		// A cursor from before a restart: the whole history.
-		assert.Len(t, decode(t, <-serve(c, get("/subscribe?since=99"))), 4)
+		<-async(c, publishForm("d"))
+		assert.Equal(t, []string{"d"}, texts(decode(t, <-sub)))
+		// A plain Seq from before a restart: the whole history, and the
+		// client is told.
+		stale := decode(t, <-async(c, get("/subscribe?since=99")))
+		assert.Len(t, stale.Messages, 4)
+		assert.False(t, stale.Complete)
+	})
+}
+
+// A cursor from before a restart (another epoch) is never taken at face
+// value, even where the new sequence has reached its Seq: the client gets
+// every message of the new sequence and complete=false.
+func TestCursorFromBeforeARestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		before, _ := newTestServer(t, time.Minute)
+		<-async(before, publishForm("before"))
+		seen := decode(t, <-async(before, get("/subscribe?since="))).Next
+
+		after, _ := newTestServer(t, time.Minute) // a new Manager: the restart
+		for _, m := range []string{"one", "two", "three"} {
+			<-async(after, publishForm(m))
+		}
+		b := decode(t, <-async(after, get("/subscribe?since="+seen.String())))
+		assert.Equal(t, []string{"one", "two", "three"}, texts(b))
+		assert.False(t, b.Complete)
 	})
 }
 
@@ -113,9 +151,11 @@ func TestTimeouts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c, mgr := newTestServer(t, 25*time.Second)
 		start := time.Now()
-		assert.Equal(t, http.StatusNoContent, (<-serve(c, get("/subscribe"))).Code)
+		assert.Equal(t, http.StatusNoContent, (<-async(c, get("/subscribe"))).Code)
 		assert.Equal(t, 25*time.Second, time.Since(start))
-		assert.Equal(t, []jsonMessage{}, decode(t, <-serve(c, get("/subscribe?since=0"))))
+		b := decode(t, <-async(c, get("/subscribe?since=0")))
+		assert.Empty(t, b.Messages)
+		assert.True(t, b.Complete)
 		assert.Zero(t, mgr.Count(topic), "expired subscribers are forgotten")
 	})
 }
@@ -130,12 +170,12 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"since=abc", get("/subscribe?since=abc"), http.StatusBadRequest, "bad cursor"},
 		{"since=-1", get("/subscribe?since=-1"), http.StatusBadRequest, "bad cursor"},
-		{"since empty", get("/subscribe?since="), http.StatusBadRequest, "bad cursor"},
+		{"since with a bad epoch", get("/subscribe?since=!!-3"), http.StatusBadRequest, "bad cursor"},
 		{"since overflows", get("/subscribe?since=99999999999999999999999"), http.StatusBadRequest, "bad cursor"},
 		{"empty message", publishForm(""), http.StatusBadRequest, "message is empty"},
-		{"no message field", get("/publish"), http.StatusBadRequest, "message is empty"},
+		{"no message field", httptest.NewRequest(http.MethodPost, "/publish", nil), http.StatusBadRequest, "message is empty"},
+		{"publish by GET", get("/publish?message=x"), http.StatusMethodNotAllowed, "method not allowed"},
 		{"oversized body", publishForm(big), http.StatusRequestEntityTooLarge, "message too large"},
-		{"oversized query", get("/publish?message=" + big), http.StatusRequestEntityTooLarge, "message too large"},
 		{"invalid UTF-8", publishForm("\xff\xfe"), http.StatusBadRequest, "message is not valid UTF-8"},
 		{"bad form encoding", func() *http.Request {
 			r := httptest.NewRequest(http.MethodPost, "/publish", strings.NewReader("message=%zz"))
@@ -148,11 +188,11 @@ func TestBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, _ := newTestServer(t, time.Minute)
-			rec := <-serve(c, tt.req)
+			rec := <-async(c, tt.req)
 			assert.Equal(t, tt.code, rec.Code)
 			assert.Contains(t, rec.Header().Get("Content-Type"), "text/plain")
 			assert.True(t, strings.HasPrefix(rec.Body.String(), tt.reason), "reason %q", rec.Body.String())
-			if tt.code == http.StatusMethodNotAllowed {
+			if tt.code == http.StatusMethodNotAllowed && tt.req.URL.Path == "/subscribe" {
 				assert.Equal(t, "GET, HEAD, OPTIONS", rec.Header().Get("Allow"))
 			}
 		})
@@ -162,12 +202,12 @@ func TestBadInput(t *testing.T) {
 func TestShutdownAnswersSubscribers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c, _ := newTestServer(t, time.Hour)
-		classic, cursor := serve(c, get("/subscribe")), serve(c, get("/subscribe?since=0"))
+		classic, cursor := async(c, get("/subscribe")), async(c, get("/subscribe?since=0"))
 		synctest.Wait()
 		require.NoError(t, c.Shutdown(t.Context()))
 		assert.Equal(t, http.StatusNoContent, (<-classic).Code)
-		assert.Equal(t, "[]\n", (<-cursor).Body.String())
-		late := <-serve(c, get("/subscribe"))
+		assert.Empty(t, decode(t, <-cursor).Messages)
+		late := <-async(c, get("/subscribe"))
 		assert.Equal(t, http.StatusServiceUnavailable, late.Code)
 		assert.NotEmpty(t, late.Header().Get("Retry-After"))
 	})
@@ -175,19 +215,19 @@ func TestShutdownAnswersSubscribers(t *testing.T) {
 
 // pollSince makes one long-poll with a cursor over HTTP and decodes its
 // answer; any status but 200 is an error.
-func pollSince(ctx context.Context, client *http.Client, base string, since uint64) ([]jsonMessage, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/subscribe?since=%d", base, since), nil)
+func pollSince(ctx context.Context, client *http.Client, base string, since clientmgr.Cursor) (clientmgr.Batch, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/subscribe?since="+since.String(), nil)
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, err
+		return clientmgr.Batch{}, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
-		return nil, fmt.Errorf("%s: %s", resp.Status, b)
+		return clientmgr.Batch{}, fmt.Errorf("%s: %s", resp.Status, b)
 	}
-	var msgs []jsonMessage
-	return msgs, json.NewDecoder(resp.Body).Decode(&msgs)
+	var b clientmgr.Batch
+	return b, json.NewDecoder(resp.Body).Decode(&b)
 }
 
 // The loss test: 50 long-poll clients re-polling with since= over
@@ -202,24 +242,21 @@ func TestNoMessageLostOverLoopback(t *testing.T) {
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
 
-	poll := func(since uint64) ([]jsonMessage, error) {
-		return pollSince(context.Background(), client, ts.URL, since)
-	}
 
 	var wg sync.WaitGroup
 	received := make([][]uint64, clients)
 	for i := range clients {
 		wg.Go(func() {
-			var since uint64
-			for since < messages {
-				msgs, err := poll(since)
-				if !assert.NoError(t, err) {
+			var since clientmgr.Cursor
+			for since.Seq < messages {
+				b, err := pollSince(context.Background(), client, ts.URL, since)
+				if !assert.NoError(t, err) || !assert.True(t, b.Complete) {
 					return
 				}
-				for _, m := range msgs {
+				for _, m := range b.Messages {
 					received[i] = append(received[i], m.Seq)
-					since = m.Seq
 				}
+				since = b.Next
 			}
 		})
 	}
@@ -249,7 +286,7 @@ func TestEventStream(t *testing.T) {
 	srv := httptest.NewServer(c)
 	defer srv.Close()
 	for _, m := range []string{"a", "b", "c"} {
-		<-serve(c, publishForm(m))
+		<-async(c, publishForm(m))
 	}
 	open := func(query, lastEventID string) (*http.Response, *bufio.Reader) {
 		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/events"+query, nil)
@@ -275,20 +312,32 @@ func TestEventStream(t *testing.T) {
 		}
 	}
 
-	resp, r := open("?since=1", "")
-	assert.Equal(t, []string{"retry: 1000"}, next(r))
-	assert.Equal(t, []string{"id: 2", "data: b"}, next(r))
-	assert.Equal(t, []string{"id: 3", "data: c"}, next(r))
-	<-serve(c, publishForm("line one\nline two"))
-	assert.Equal(t, []string{"id: 4", "data: line one", "data: line two"}, next(r))
+	all, _ := pollSince(t.Context(), srv.Client(), srv.URL, clientmgr.Cursor{})
+	id := func(i int) string { return all.Messages[i].Cursor().String() }
+	resp, r := open("?since="+id(0), "")
+	assert.Equal(t, []string{"retry: 1000", ": connected"}, next(r))
+	assert.Equal(t, []string{"id: " + id(1), "event: message", "data: b"}, next(r))
+	assert.Equal(t, []string{"id: " + id(2), "event: message", "data: c"}, next(r))
+	<-async(c, publishForm("line one\rline two"))
+	ev := next(r)
+	assert.Equal(t, []string{"event: message", "data: line one", "data: line two"}, ev[1:], "a bare CR cannot inject a field")
 	assert.Equal(t, []string{": keep-alive"}, next(r), "after the timeout, the stream stays open")
 	resp.Body.Close()
 
-	<-serve(c, publishForm("while away"))
-	resp, r = open("", "4")
+	<-async(c, publishForm("while away"))
+	resp, r = open("", strings.TrimPrefix(ev[0], "id: "))
 	defer resp.Body.Close()
 	next(r) // retry
-	assert.Equal(t, []string{"id: 5", "data: while away"}, next(r))
+	assert.Equal(t, []string{"event: message", "data: while away"}, next(r)[1:])
+
+	// A Last-Event-ID from another epoch (before a restart): a "missed"
+	// event first, then the history.
+	stale, rs := open("", "zzz-1")
+	defer stale.Body.Close()
+	next(rs) // retry
+	missed := next(rs)
+	assert.Equal(t, "event: missed", missed[0])
+	assert.Equal(t, []string{"event: message", "data: a"}, next(rs)[1:])
 
 	bad, err := srv.Client().Get(srv.URL + "/events?since=x")
 	require.NoError(t, err)

@@ -127,11 +127,11 @@ func TestSoak(t *testing.T) {
 	received := make([][]uint64, clients)
 	for i := range clients {
 		wg.Go(func() {
-			var since uint64
+			var since clientmgr.Cursor
 			for {
 				select {
 				case <-stop:
-					if since >= published.Load() {
+					if since.Seq >= published.Load() {
 						return
 					}
 				default:
@@ -140,25 +140,25 @@ func TestSoak(t *testing.T) {
 				if i < leavers && rand.IntN(10) == 0 {
 					ctx, hangUp = context.WithTimeout(ctx, time.Duration(rand.IntN(300))*time.Millisecond)
 				}
-				msgs, err := pollSince(ctx, client, srv.URL, since)
+				b, err := pollSince(ctx, client, srv.URL, since)
 				hangUp()
 				if ctx.Err() != nil {
 					hangups.Add(1)
 					continue // and poll again from the same cursor
 				}
-				if !assert.NoError(t, err, "client %d", i) {
+				if !assert.NoError(t, err, "client %d", i) || !assert.True(t, b.Complete, "client %d told it missed messages", i) {
 					return
 				}
-				if len(msgs) == 0 {
+				if len(b.Messages) == 0 {
 					timeouts.Add(1)
 				}
-				for _, m := range msgs {
-					if !assert.Equal(t, fmt.Sprint("m", m.Seq), m.Data) {
+				for _, m := range b.Messages {
+					if !assert.Equal(t, fmt.Sprint("m", m.Seq), string(m.Data)) {
 						return
 					}
 					received[i] = append(received[i], m.Seq)
-					since = m.Seq
 				}
+				since = b.Next
 			}
 		})
 	}

@@ -1,0 +1,103 @@
+// Package serve runs the examples' servers as a server of waiting clients
+// should run: with timeouts that bound what a client can hold, and a
+// graceful shutdown on SIGINT or SIGTERM that answers every waiting
+// client, cut short by a second signal.
+package serve
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// Config is what the examples' servers share: where to listen, the
+// timeouts that bound what a client can hold, and how long a shutdown may
+// take. There is no write timeout: a long-poll's answer or an event stream
+// is written long after the request came, and the handlers bound their
+// own writes instead.
+type Config struct {
+	Addr          string
+	HeaderTimeout time.Duration // a client that does not finish its headers (slowloris)
+	ReadTimeout   time.Duration // the whole request, body included
+	IdleTimeout   time.Duration // a keep-alive connection between two requests
+	Drain         time.Duration // how long a shutdown waits for requests to finish
+}
+
+// Flags registers the command-line flags for c on fs, with the defaults.
+func (c *Config) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", ":8080", "listen address")
+	fs.DurationVar(&c.HeaderTimeout, "header-timeout", 10*time.Second, "how long a client may take to send its request headers")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", 30*time.Second, "how long a client may take to send a whole request")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept")
+	fs.DurationVar(&c.Drain, "drain", 10*time.Second, "how long shutdown waits for requests to finish")
+}
+
+// Server returns an http.Server for h with c's address and timeouts.
+func (c Config) Server(h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              c.Addr,
+		Handler:           h,
+		ReadHeaderTimeout: c.HeaderTimeout,
+		ReadTimeout:       c.ReadTimeout,
+		IdleTimeout:       c.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// A Drainer is what stands between the server and its waiting clients (a
+// continuation Dispatcher, a servlet Container, a middleware): Drain starts
+// answering them and returns; Shutdown waits until they have all finished.
+type Drainer interface {
+	Drain()
+	Shutdown(ctx context.Context) error
+}
+
+// Run serves with listen (srv.ListenAndServe or ListenAndServeTLS) until
+// SIGINT or SIGTERM, then shuts down: d drains (every waiting client is
+// answered) while the server stops accepting and waits for its requests,
+// for at most drain. A second signal stops at once. Run returns nil after
+// a complete graceful shutdown.
+func Run(srv *http.Server, listen func() error, d Drainer, drain time.Duration, log *slog.Logger) error {
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	// http.Server.Shutdown does not wake requests that wait; d does. It must
+	// not wait here (RegisterOnShutdown's functions run while Shutdown does).
+	srv.RegisterOnShutdown(d.Drain)
+
+	served := make(chan error, 1)
+	go func() { served <- listen() }()
+	log.Info("listening", "addr", srv.Addr)
+	select {
+	case err := <-served:
+		return err
+	case sig := <-signals:
+		log.Info("shutting down; signal again to stop now", "signal", sig.String(), "drain", drain)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	go func() {
+		select {
+		case sig := <-signals:
+			log.Warn("stopping now", "signal", sig.String())
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		srv.Close()
+	}
+	err = errors.Join(err, d.Shutdown(ctx))
+	if serveErr := <-served; !errors.Is(serveErr, http.ErrServerClosed) {
+		err = errors.Join(err, serveErr)
+	}
+	return err
+}
