@@ -242,7 +242,6 @@ func TestNoMessageLostOverLoopback(t *testing.T) {
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
 
-
 	var wg sync.WaitGroup
 	received := make([][]uint64, clients)
 	for i := range clients {
