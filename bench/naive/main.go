@@ -8,7 +8,7 @@
 // It speaks the protocol of examples/longpoll with since= (the cursor is
 // accepted and ignored), so that cmd/cometload drives both the same way:
 //
-//	GET  /subscribe?since=N  → JSON array with the next message, [] on timeout
+//	GET  /subscribe?since=C  → {"messages":[the next message],"next":"N"}; no messages on timeout
 //	POST /publish            (form field message) → "ok"
 //
 // It is kept here only as a baseline; do not use it as an example.
@@ -19,6 +19,7 @@ import (
 	"flag"
 	"log"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -26,6 +27,13 @@ import (
 type message struct {
 	Seq  uint64 `json:"seq"`
 	Data string `json:"data"`
+}
+
+// batch is examples/longpoll's answer to a poll with a cursor, as far as
+// cmd/cometload reads it.
+type batch struct {
+	Messages []message `json:"messages"`
+	Next     string    `json:"next"`
 }
 
 type server struct {
@@ -54,10 +62,13 @@ func (s *server) subscribe(w http.ResponseWriter, r *http.Request) {
 	// A channel left in the list after a timeout or disconnect is buffered,
 	// so the next publish does not block on it; the list is emptied then.
 	w.Header().Set("Content-Type", "application/json")
+	var next string
 	if msgs == nil {
 		msgs = []message{}
+	} else {
+		next = strconv.FormatUint(msgs[0].Seq, 10)
 	}
-	json.NewEncoder(w).Encode(msgs)
+	json.NewEncoder(w).Encode(batch{Messages: msgs, Next: next})
 }
 
 func (s *server) publish(w http.ResponseWriter, r *http.Request) {

@@ -15,7 +15,7 @@ import (
 
 // The subscriber modes.
 const (
-	modeSince   = "since"   // long-poll GET /subscribe?since=N: a JSON array of everything after N
+	modeSince   = "since"   // long-poll GET /subscribe?since=CURSOR: a JSON batch of everything after it, and the next cursor
 	modeClassic = "classic" // long-poll GET /subscribe: the next message as text, misses between polls
 	modeSSE     = "sse"     // one GET /events stream per subscriber, resumed with Last-Event-ID
 )

@@ -9,8 +9,9 @@
 //	go run ./examples/longpoll -addr 127.0.0.1:8080 &
 //	go run ./cmd/cometload -target http://127.0.0.1:8080 -n 1000 -rate 5 -duration 10s
 //
-// The target speaks the longpoll example's protocol: GET /subscribe?since=N
-// answers a JSON array of {seq, data} (-mode since, the default); GET
+// The target speaks the longpoll example's protocol: GET /subscribe?since=C
+// answers a JSON batch {"messages":[{"data":…}],"next":C'} (-mode since,
+// the default); GET
 // /subscribe answers the next message as text (-mode classic); GET /events
 // is a server-sent event stream (-mode sse); POST /publish takes form field
 // message.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -75,7 +76,7 @@ type subscriber struct {
 	target string
 	st     *stats
 	seen   map[string]bool // payloads received, for duplicates
-	cursor uint64          // the last Seq received
+	cursor string          // the server's cursor: the next of the last answer, or the last event id
 }
 
 func (s *subscriber) run(ctx context.Context, mode string) {
@@ -149,7 +150,7 @@ func (s *subscriber) request(ctx context.Context, path string) (*http.Request, f
 func (s *subscriber) poll(ctx context.Context, since bool) error {
 	path := "/subscribe"
 	if since {
-		path += "?since=" + strconv.FormatUint(s.cursor, 10)
+		path += "?since=" + url.QueryEscape(s.cursor)
 	}
 	req, answered := s.request(ctx, path)
 	s.st.polls.Add(1)
@@ -166,17 +167,19 @@ func (s *subscriber) poll(ctx context.Context, since bool) error {
 		io.Copy(io.Discard, resp.Body)
 		return loadError(strconv.Itoa(resp.StatusCode))
 	case since:
-		var msgs []struct {
-			Seq  uint64 `json:"seq"`
-			Data string `json:"data"`
+		var batch struct {
+			Messages []struct {
+				Data string `json:"data"`
+			} `json:"messages"`
+			Next string `json:"next"`
 		}
-		if err := json.NewDecoder(resp.Body).Decode(&msgs); err != nil {
+		if err := json.NewDecoder(resp.Body).Decode(&batch); err != nil {
 			return loadError("decode")
 		}
-		for _, m := range msgs {
-			s.cursor = max(s.cursor, m.Seq)
+		for _, m := range batch.Messages {
 			payloads = append(payloads, m.Data)
 		}
+		s.cursor = batch.Next
 	default:
 		b, err := io.ReadAll(resp.Body)
 		if err != nil {
@@ -193,8 +196,8 @@ func (s *subscriber) poll(ctx context.Context, since bool) error {
 func (s *subscriber) stream(ctx context.Context) error {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.target+"/events", nil)
 	req.Header.Set("Accept", "text/event-stream")
-	if s.cursor > 0 {
-		req.Header.Set("Last-Event-ID", strconv.FormatUint(s.cursor, 10))
+	if s.cursor != "" {
+		req.Header.Set("Last-Event-ID", s.cursor)
 	}
 	s.st.polls.Add(1)
 	resp, err := s.client.Do(req)
@@ -209,8 +212,9 @@ func (s *subscriber) stream(ctx context.Context) error {
 	s.st.waiting.Add(1)
 	defer s.st.waiting.Add(-1)
 	r := bufio.NewReader(resp.Body)
-	var id uint64
+	var id string
 	var data []string
+	event := "message"
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
@@ -222,13 +226,17 @@ func (s *subscriber) stream(ctx context.Context) error {
 		line = strings.TrimSuffix(line, "\n")
 		switch {
 		case line == "":
-			if data != nil {
-				s.cursor = max(s.cursor, id)
+			if id != "" {
+				s.cursor = id
+			}
+			if data != nil && event == "message" {
 				s.st.deliver(s.id, []string{strings.Join(data, "\n")}, s.seen, time.Now())
 			}
-			data = nil
+			id, data, event = "", nil, "message"
 		case strings.HasPrefix(line, "id: "):
-			id, _ = strconv.ParseUint(line[len("id: "):], 10, 64)
+			id = line[len("id: "):]
+		case strings.HasPrefix(line, "event: "):
+			event = line[len("event: "):]
 		case strings.HasPrefix(line, "data: "):
 			data = append(data, line[len("data: "):])
 		}
