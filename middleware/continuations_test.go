@@ -219,7 +219,12 @@ func TestDrainThenShutdown(t *testing.T) {
 	})
 }
 
-func TestHandlerNil(t *testing.T) {
+// Setup mistakes panic when the middleware is made, not on a request.
+func TestSetupPanics(t *testing.T) {
+	assert.PanicsWithValue(t, "continuation: WithWorkers(0): a pool needs at least one worker",
+		func() { middleware.New(continuation.WithWorkers(0)) })
+	assert.PanicsWithValue(t, "continuation: WithQueueSize(-1): a queue cannot be shorter than empty",
+		func() { middleware.Continuations(continuation.WithQueueSize(-1)) })
 	assert.PanicsWithValue(t, "middleware: Middleware.Handler(nil)", func() { middleware.New().Handler(nil) })
 }
 
