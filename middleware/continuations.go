@@ -24,15 +24,16 @@ func Continuations(opts ...continuation.Option) func(http.Handler) http.Handler 
 }
 
 // A Middleware serves every handler it wraps through one
-// [continuation.Dispatcher]: one pool and one set of limits (WithWorkers,
-// WithQueueSize, WithMaxSuspended), however many routes it wraps and
+// [continuation.Dispatcher]: one pool and one set of limits
+// ([continuation.WithWorkers], [continuation.WithQueueSize],
+// [continuation.WithMaxSuspended]), however many routes it wraps and
 // wherever in a router they are.
 type Middleware struct {
 	d *continuation.Dispatcher
 }
 
 // New returns a Middleware whose Dispatcher takes opts. Pass a
-// continuation.WithMetrics registry here to watch it. New panics on an
+// [continuation.WithMetrics] registry here to watch it. New panics on an
 // option the Dispatcher refuses, naming it.
 func New(opts ...continuation.Option) *Middleware {
 	// The Dispatcher's own handler is never used: each wrapped handler is

@@ -14,9 +14,9 @@ import (
 )
 
 // MetricsHandler serves the metrics of g (the registry given to
-// continuation.WithMetrics, clientmgr.WithMetrics and RequestMetrics) in
-// the Prometheus exposition format, for a /metrics route. It panics if g
-// is nil.
+// [continuation.WithMetrics], clientmgr.WithMetrics and [RequestMetrics])
+// in the Prometheus exposition format, for a /metrics route. It panics if
+// g is nil.
 func MetricsHandler(g prometheus.Gatherer) http.Handler {
 	if g == nil {
 		panic("middleware: MetricsHandler(nil): a handler needs a gatherer")
@@ -41,8 +41,9 @@ const (
 // pattern ("/rooms/{room}"), never the raw path, or "unmatched"; method is
 // one of the nine methods HTTP defines (GET, HEAD, POST, PUT, PATCH,
 // DELETE, CONNECT, OPTIONS, TRACE), or "other"; code is the status code
-// if it is 100–599, or "other". That bounds the series to the routes × 10
-// × 501, whatever clients send or handlers write.
+// if it is 100–599, or "other". That bounds the series to (the routes and
+// "unmatched") × 10 methods × 501 codes, whatever clients send or handlers
+// write.
 //
 // Put it before Continuations, so that a request counts once, with its
 // final status, and its duration includes the time it waited. It panics if
