@@ -5,57 +5,104 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	chimw "github.com/go-chi/chi/v5/middleware"
 )
 
-// Check walks r's routes and reports each one whose middleware stack puts
-// one of chi's middleware where it breaks suspended requests (see the
-// package documentation): Recoverer after Continuations, which swallows a
-// panic that follows Suspend and leaves the request waiting with a 500
-// written; and Throttle on either side, which caps waiting clients before
-// it and refuses redispatches with 429 after it. Call it once at start-up:
+// Check walks r's routes and reports each middleware placed after
+// Continuations that swallows a panic, as chi's Recoverer does: a panic
+// that follows Suspend would leave the request waiting with a 500 already
+// written, where the Dispatcher, which recovers panics itself, would have
+// answered 500 and ended the request. Put such middleware before
+// Continuations. Call Check once at start-up:
 //
 //	if err := middleware.Check(r); err != nil {
 //		log.Fatal(err)
 //	}
 //
-// It knows chi's middleware by their functions' identity, so a wrapper
-// around them goes unnoticed.
+// Check finds Continuations (and [Middleware.Handler]) by the handler it
+// returns, and finds what swallows panics by trying: it wraps, with each
+// middleware after Continuations, a handler that panics, and serves one
+// request to it ("GET /" with no body, outside the Dispatcher); a
+// middleware that returns normally although the handler ran swallowed the
+// panic. A middleware that answers that request without calling the
+// handler (an authentication check, say) is not checked. chi's Recoverer
+// reports the panic to the request's log entry, here one that discards it.
+//
+// Check does not look for chi's Throttle: nothing a probe can do tells a
+// throttle from other middleware reliably. Do not use it on either side of
+// Continuations (see the package documentation).
 func Check(r chi.Routes) error {
 	var errs []error
 	err := chi.Walk(r, func(method, route string, _ http.Handler, mws ...func(http.Handler) http.Handler) error {
-		cont := -1
-		for i, mw := range mws {
-			if codeOf(mw) == continuationsCode {
-				cont = i
-				break
-			}
-		}
+		cont := slices.IndexFunc(mws, isContinuations)
 		if cont < 0 {
 			return nil
 		}
-		for i, mw := range mws {
-			switch code := codeOf(mw); {
-			case code == recovererCode && i > cont:
-				errs = append(errs, fmt.Errorf("middleware: %s %s: Recoverer after Continuations; put it before", method, route))
-			case code == throttleCode:
-				errs = append(errs, fmt.Errorf("middleware: %s %s: Throttle with Continuations; use continuation.WithWorkers and WithMaxSuspended", method, route))
+		for i, mw := range mws[cont+1:] {
+			switch {
+			case isContinuations(mw):
+				errs = append(errs, fmt.Errorf("middleware: %s %s: Continuations twice", method, route))
+			case swallowsPanic(mw):
+				errs = append(errs, fmt.Errorf("middleware: %s %s: middleware %d after Continuations (%s) swallows panics; put it before",
+					method, route, i+1, funcName(mw)))
 			}
 		}
 		return nil
 	})
+	// chi.Walk visits a route's methods in map order.
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(append(errs, err)...)
 }
 
-// codeOf identifies a middleware by its function's code: every closure made
-// by chi's Throttle shares one, and so does every Middleware.Handler method
-// value.
-func codeOf(mw func(http.Handler) http.Handler) uintptr { return reflect.ValueOf(mw).Pointer() }
+// isContinuations reports whether mw is this package's middleware.
+func isContinuations(mw func(http.Handler) http.Handler) bool {
+	_, ok := mw(http.NotFoundHandler()).(dispatched)
+	return ok
+}
 
-var (
-	continuationsCode = codeOf((&Middleware{}).Handler)
-	recovererCode     = codeOf(chimw.Recoverer)
-	throttleCode      = codeOf(chimw.Throttle(1))
-)
+// probePanic is the value the probe handler panics with.
+type probePanic struct{}
+
+// swallowsPanic reports whether mw, wrapped around a handler that panics,
+// returns normally.
+func swallowsPanic(mw func(http.Handler) http.Handler) (swallowed bool) {
+	ran := false
+	h := mw(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		ran = true
+		panic(probePanic{})
+	}))
+	r, _ := http.NewRequest(http.MethodGet, "/", http.NoBody)
+	r = chimw.WithLogEntry(r, discardLogEntry{})
+	defer func() {
+		if recover() != nil {
+			swallowed = false // the panic, or another, came through
+		}
+	}()
+	h.ServeHTTP(discardResponse{http.Header{}}, r)
+	return ran
+}
+
+// funcName names mw's function, for the message only.
+func funcName(mw func(http.Handler) http.Handler) string {
+	if f := runtime.FuncForPC(reflect.ValueOf(mw).Pointer()); f != nil {
+		return f.Name()
+	}
+	return "?"
+}
+
+type discardLogEntry struct{}
+
+func (discardLogEntry) Write(int, int, http.Header, time.Duration, any) {}
+func (discardLogEntry) Panic(any, []byte)                               {}
+
+type discardResponse struct{ header http.Header }
+
+func (d discardResponse) Header() http.Header         { return d.header }
+func (d discardResponse) Write(p []byte) (int, error) { return len(p), nil }
+func (d discardResponse) WriteHeader(int)             {}

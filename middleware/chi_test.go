@@ -49,8 +49,6 @@ func router(before, after []func(http.Handler) http.Handler, h http.HandlerFunc)
 	return r
 }
 
-var quiet = slogDiscard()
-
 // Safe on either side: the request is answered once, correctly.
 func TestChiMiddlewareSafeEitherSide(t *testing.T) {
 	for name, mw := range map[string]func(http.Handler) http.Handler{

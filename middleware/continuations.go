@@ -2,92 +2,97 @@ package middleware
 
 import (
 	"context"
-	"errors"
 	"net/http"
-	"sync"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/cometkit/cometkit/continuation"
 )
 
-// Continuations returns chi middleware that serves every request of the
-// router through a continuation.Dispatcher built with opts, so every
-// handler behind it may suspend:
+// Continuations returns chi middleware that serves every request through
+// a [continuation.Dispatcher] built with opts, so every handler behind it
+// may suspend:
 //
 //	r := chi.NewRouter()
 //	r.Use(middleware.Continuations())
 //
-// To shut the Dispatcher down (every parked request answered before the
-// server stops), keep the Middleware instead: use New(opts...).Handler and
-// call its Shutdown.
+// To shut the Dispatcher down (every suspended request answered before the
+// server stops), keep the [Middleware] instead: use New(opts...).Handler
+// and register its Drain.
 func Continuations(opts ...continuation.Option) func(http.Handler) http.Handler {
 	return New(opts...).Handler
 }
 
-// A Middleware builds a continuation.Dispatcher around every handler it
-// wraps and can shut them all down.
+// A Middleware serves every handler it wraps through one
+// [continuation.Dispatcher]: one pool and one set of limits
+// ([continuation.WithWorkers], [continuation.WithQueueSize],
+// [continuation.WithMaxSuspended]), however many routes it wraps and
+// wherever in a router they are.
 type Middleware struct {
-	opts []continuation.Option
-
-	mu          sync.Mutex
-	dispatchers []*continuation.Dispatcher
+	d *continuation.Dispatcher
 }
 
-// New returns a Middleware whose Dispatchers take opts. Pass a
-// continuation.WithMetrics registry here to watch them.
+// New returns a Middleware whose Dispatcher takes opts. Pass a
+// [continuation.WithMetrics] registry here to watch it. New panics on an
+// option the Dispatcher refuses, naming it.
 func New(opts ...continuation.Option) *Middleware {
-	return &Middleware{opts: opts}
+	// The Dispatcher's own handler is never used: each wrapped handler is
+	// served through Dispatcher.Handler.
+	return &Middleware{d: continuation.NewDispatcher(http.NotFoundHandler(), opts...)}
 }
 
-// Handler wraps next in a Dispatcher; it is the middleware, for r.Use. A
-// redispatch runs next again with the request as it was when it reached
-// this middleware: chi's route context is put back as it was then, because
-// chi fills it in while routing (URL parameters, route patterns, the path
-// left for a mounted sub-router), so chi.URLParam and RoutePattern answer
-// the same in every dispatch.
+// Handler wraps next in the Middleware's Dispatcher; it is the middleware,
+// for r.Use or r.With. A redispatch runs next again with chi's route
+// context as it was when the request reached this middleware, because chi
+// fills it in while routing (URL parameters, route patterns, the path left
+// for a mounted sub-router): chi.URLParam and RoutePattern answer the same
+// in every dispatch.
 func (m *Middleware) Handler(next http.Handler) http.Handler {
-	d := continuation.NewDispatcher(restoreRoute(next), m.opts...)
-	m.mu.Lock()
-	m.dispatchers = append(m.dispatchers, d)
-	m.mu.Unlock()
-	return d
-}
-
-// Shutdown shuts down every Dispatcher the middleware built: new requests
-// get 503, parked requests are expired so their handlers answer, and
-// Shutdown returns when all have finished or ctx ends. Wire it before the
-// server's own Shutdown:
-//
-//	srv.RegisterOnShutdown(func() { mw.Shutdown(context.Background()) })
-func (m *Middleware) Shutdown(ctx context.Context) error {
-	m.mu.Lock()
-	ds := append([]*continuation.Dispatcher(nil), m.dispatchers...)
-	m.mu.Unlock()
-	errs := make([]error, len(ds))
-	var wg sync.WaitGroup
-	for i, d := range ds {
-		wg.Go(func() { errs[i] = d.Shutdown(ctx) })
+	if next == nil {
+		panic("middleware: Middleware.Handler(nil)")
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return dispatched{m.d.Handler(restoreRoute(next))}
 }
 
-// routeAttr keeps the chi route context as it was at the first dispatch.
+// dispatched is what Handler returns, a type of its own so that Check can
+// tell the middleware that gives requests a Continuation from any other.
+type dispatched struct{ http.Handler }
+
+// Drain begins a graceful shutdown of the Dispatcher and returns at once:
+// new requests get 503 with Retry-After and every suspended request is
+// expired, so that its handler answers now (see
+// [continuation.Dispatcher.Drain]). It is what
+// [http.Server.RegisterOnShutdown] wants:
+//
+//	srv.RegisterOnShutdown(mw.Drain)
+//	if err := srv.Shutdown(ctx); err != nil { // returns once the suspended requests have answered
+//		srv.Close()
+//	}
+func (m *Middleware) Drain() { m.d.Drain() }
+
+// Shutdown is Drain, then a wait until every request has finished: it
+// returns nil then, or ctx's error if ctx ends first. With Drain
+// registered on the server, the server's Shutdown already waits for the
+// same requests.
+func (m *Middleware) Shutdown(ctx context.Context) error { return m.d.Shutdown(ctx) }
+
+// routeAttr keeps a copy of the chi route context as it was at the first
+// dispatch.
 const routeAttr = "github.com/cometkit/cometkit/middleware.route"
 
-// restoreRoute puts chi's route context back, at each redispatch, to what
-// it was when the request first reached the middleware. chi only appends
-// to the context's slices while routing, so a copy of the struct made then
-// keeps its view of them.
+// restoreRoute gives next, in every redispatch, chi's route context as it
+// was when the request first reached the middleware. The first dispatch
+// keeps a clone of it; each redispatch routes on a clone of that clone, in
+// a request context of its own, so that routing again neither sees what
+// the earlier dispatches added nor changes the copy kept.
 func restoreRoute(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if rctx := chi.RouteContext(r.Context()); rctx != nil {
 			c := continuation.FromRequest(r)
 			if c.IsInitial() {
-				c.SetAttribute(routeAttr, *rctx)
-			} else if saved, ok := c.Attribute(routeAttr).(chi.Context); ok {
-				*rctx = saved
+				c.SetAttribute(routeAttr, rctx.Clone())
+			} else if saved, ok := c.Attribute(routeAttr).(*chi.Context); ok {
+				r = r.WithContext(context.WithValue(r.Context(), chi.RouteCtxKey, saved.Clone()))
 			}
 		}
 		next.ServeHTTP(w, r)

@@ -2,13 +2,29 @@
 //
 //	mw := middleware.New(continuation.WithMetrics(reg))
 //	r := chi.NewRouter()
+//	r.Use(middleware.RequestMetrics(reg))
 //	r.Use(mw.Handler) // or r.Use(middleware.Continuations())
 //	r.Get("/rooms/{room}/poll", poll) // poll may Suspend; chi.URLParam works in every dispatch
-//	srv.RegisterOnShutdown(func() { mw.Shutdown(context.Background()) })
+//	r.Handle("/metrics", middleware.MetricsHandler(reg))
 //
-// Every dispatch of a request (the first, and each after Resume or expiry)
-// runs the handlers after the middleware again, with chi's route context as
-// it was when the request reached the middleware.
+//	srv := &http.Server{Addr: ":8080", Handler: r}
+//	srv.RegisterOnShutdown(mw.Drain) // expire suspended requests, so they answer
+//	// ... on SIGTERM:
+//	srv.Shutdown(ctx) // returns once every request has answered
+//
+// One [Middleware] is one [continuation.Dispatcher]: one pool of workers and
+// one set of limits for every handler it wraps, whether it is used once
+// with r.Use or on many routes with r.With. Every dispatch of a request
+// (the first, and each after Resume or expiry) runs the handlers after the
+// middleware again, with chi's route context as it was when the request
+// reached the middleware.
+//
+// [Middleware.Drain] begins the shutdown and returns at once, which is what
+// [http.Server.RegisterOnShutdown] wants: new requests get 503 with
+// Retry-After and every suspended request is expired, so that its handler
+// answers now rather than at its timeout, and [http.Server.Shutdown] waits
+// for the answers. [Middleware.Shutdown] is Drain plus that wait, for use
+// without an http.Server.
 //
 // # chi's own middleware
 //
@@ -34,6 +50,19 @@
 //	           and WithQueueSize (a redispatch waits, never refused) and
 //	           waiting clients with WithMaxSuspended.
 //
-// Check reports the orders above that break suspended requests (Recoverer
-// after Continuations, Throttle on either side) at start-up.
+// [Check] reports, at start-up, middleware after Continuations that
+// swallows panics, as Recoverer does.
+//
+// # Metrics
+//
+// [RequestMetrics] labels requests by chi's route pattern, never the raw
+// path, and by method and status code from closed sets, so that no client
+// can make the registry grow.
+//
+// # Options
+//
+// New and Continuations pass their options to [continuation.NewDispatcher],
+// which panics on a value that cannot be meant (a negative size, a pool of
+// no workers), naming the option; leaving an option out gives its default.
+// RequestMetrics and MetricsHandler panic on a nil registry.
 package middleware

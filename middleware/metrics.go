@@ -14,40 +14,54 @@ import (
 )
 
 // MetricsHandler serves the metrics of g (the registry given to
-// continuation.WithMetrics, clientmgr.WithMetrics and RequestMetrics) in
-// the Prometheus exposition format, for a /metrics route.
+// [continuation.WithMetrics], clientmgr.WithMetrics and [RequestMetrics])
+// in the Prometheus exposition format, for a /metrics route. It panics if
+// g is nil.
 func MetricsHandler(g prometheus.Gatherer) http.Handler {
+	if g == nil {
+		panic("middleware: MetricsHandler(nil): a handler needs a gatherer")
+	}
 	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
 }
 
-// unmatched labels requests that matched no route: a raw path would let
-// clients create label values without bound.
-const unmatched = "unmatched"
+// Label values for what falls outside a label's closed set.
+const (
+	unmatched = "unmatched" // the route of a request no route matched
+	other     = "other"     // a method HTTP does not define, or a status code outside 100–599
+)
 
 // RequestMetrics returns chi middleware that counts requests and times
-// them, labelled by chi's route pattern ("/rooms/{room}"), never by the raw
-// path, on reg:
+// them on reg:
 //
 //	cometkit_http_requests_total{route, method, code}
 //	cometkit_http_request_duration_seconds{route, method}
 //
+// Every label comes from a closed set, so that no client can make new
+// series (each costs the server memory for good): route is chi's route
+// pattern ("/rooms/{room}"), never the raw path, or "unmatched"; method is
+// one of the nine methods HTTP defines (GET, HEAD, POST, PUT, PATCH,
+// DELETE, CONNECT, OPTIONS, TRACE), or "other"; code is the status code
+// if it is 100–599, or "other". That bounds the series to (the routes and
+// "unmatched") × 10 methods × 501 codes, whatever clients send or handlers
+// write.
+//
 // Put it before Continuations, so that a request counts once, with its
-// final status, and its duration includes the time it waited.
+// final status, and its duration includes the time it waited. It panics if
+// reg is nil.
 func RequestMetrics(reg prometheus.Registerer) func(http.Handler) http.Handler {
-	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+	if reg == nil {
+		panic("middleware: RequestMetrics(nil): metrics need a registerer")
+	}
+	requests := promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cometkit_http_requests_total",
 		Help: "HTTP requests answered, by route pattern, method and status code.",
-	}, []string{"route", "method", "code"})
-	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	}, []string{"route", "method", "code"}))
+	duration := promreg.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "cometkit_http_request_duration_seconds",
 		Help: "Time from a request's arrival to its answer, waits included, by route pattern and method.",
 		// Long-polls wait up to minutes; the default buckets stop at 10 s.
 		Buckets: prometheus.ExponentialBucketsRange(0.001, 600, 16),
-	}, []string{"route", "method"})
-	if reg != nil {
-		requests = promreg.Register(reg, requests)
-		duration = promreg.Register(reg, duration)
-	}
+	}, []string{"route", "method"}))
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -57,12 +71,32 @@ func RequestMetrics(reg prometheus.Registerer) func(http.Handler) http.Handler {
 			if rctx := chi.RouteContext(r.Context()); rctx != nil && rctx.RoutePattern() != "" {
 				route = rctx.RoutePattern()
 			}
-			status := ww.Status()
-			if status == 0 {
-				status = http.StatusOK // nothing written: net/http answers 200
-			}
-			requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
-			duration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+			method := methodLabel(r.Method)
+			requests.WithLabelValues(route, method, codeLabel(ww.Status())).Inc()
+			duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 		})
 	}
+}
+
+// methodLabel returns m if HTTP defines it (RFC 9110, section 9), else
+// "other". Methods are case-sensitive: "get" is "other".
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return other
+}
+
+// codeLabel returns the status code as a label: 200 when nothing was
+// written (net/http answers 200), the code if it is 100–599, else "other".
+func codeLabel(code int) string {
+	switch {
+	case code == 0:
+		return "200"
+	case code < 100 || code > 599:
+		return other
+	}
+	return strconv.Itoa(code)
 }

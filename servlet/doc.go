@@ -35,10 +35,10 @@
 // It answers 400, before any filter runs, a path whose meaning depends on
 // who reads it: one that does not start with "/", or that ".." takes above
 // the root; one with an encoded "/" ("%2F"), a "\" or a control character
-// (encoded or not), a "#", a malformed escape or invalid UTF-8; one with a
-// "." or ".." segment that is encoded ("%2e%2e") or has a parameter
-// ("..;"); and one with an empty segment with a parameter, other than the
-// last.
+// (encoded or not), a "#" (a fragment, which clients do not send), a
+// malformed escape or invalid UTF-8; one with a "." or ".." segment that
+// is encoded ("%2e%2e") or has a parameter ("..;"); and one with an empty
+// segment with a parameter, other than the last.
 //
 // Filters and servlets find the canonical path in r.URL.Path (decoded;
 // r.URL.RawPath is empty), as a Java servlet finds it in its servlet path

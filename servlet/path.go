@@ -41,6 +41,9 @@ func canonicalPath(u *url.URL) (string, error) {
 	if raw[0] != '/' {
 		return "", errRelativePath
 	}
+	if isCanonical(raw) {
+		return raw, nil
+	}
 	segments := strings.Split(raw[1:], "/")
 	path := make([]string, 0, len(segments))
 	for i, seg := range segments {
@@ -69,6 +72,23 @@ func canonicalPath(u *url.URL) (string, error) {
 		}
 	}
 	return "/" + strings.Join(path, "/"), nil
+}
+
+// isCanonical reports whether raw, which starts with "/", is canonical as
+// it is, the case of nearly every request: nothing to decode, no
+// parameter, no empty or dot segment, nothing to refuse. It may say no to
+// a canonical path ("/.well-known"); canonicalPath then does the work.
+func isCanonical(raw string) bool {
+	if strings.Contains(raw, "//") || strings.Contains(raw, "/.") {
+		return false
+	}
+	for i := range len(raw) {
+		switch c := raw[i]; {
+		case c < 0x20, c >= 0x7f, c == '%', c == ';', c == '\\', c == '#':
+			return false
+		}
+	}
+	return true
 }
 
 // checkSegment refuses a raw path segment, parameters included, with a

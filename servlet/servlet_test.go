@@ -375,3 +375,10 @@ func TestDrainReturnsAtOnceShutdownWaits(t *testing.T) {
 		assert.EqualError(t, fresh.Start(), "servlet: Start after Drain or Shutdown")
 	})
 }
+
+// An option the Dispatcher refuses panics in NewContainer, not later in
+// Start or on the first request.
+func TestBadOptionPanicsInNewContainer(t *testing.T) {
+	assert.PanicsWithValue(t, "continuation: WithWorkers(0): a pool needs at least one worker",
+		func() { servlet.NewContainer(continuation.WithWorkers(0)) })
+}
