@@ -60,6 +60,10 @@ type BrokerConfig struct {
 	// History is how many messages each topic keeps (WithHistory), at
 	// least.
 	History int
+	// HistoryBytes bounds the data a topic keeps in this process's memory
+	// (WithHistoryBytes); 0 means no bound beyond History. A broker whose
+	// history lives elsewhere may ignore it.
+	HistoryBytes int
 }
 
 // A Node is what a broker sees of the Manager it serves.

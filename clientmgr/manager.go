@@ -76,7 +76,7 @@ func Open(ctx context.Context, opts ...Option) (*Manager, error) {
 		m.shards[i].topics = make(map[string]*topic)
 	}
 	m.metrics = newMetrics(cfg.registerer)
-	if err := m.broker.Start(ctx, node{m}, BrokerConfig{History: cfg.history}); err != nil {
+	if err := m.broker.Start(ctx, node{m}, BrokerConfig{History: cfg.history, HistoryBytes: cfg.historyBytes}); err != nil {
 		return nil, fmt.Errorf("clientmgr: starting the broker: %w", err)
 	}
 	go m.reclaimIdle()

@@ -414,3 +414,26 @@ func TestCloseResumesRegistered(t *testing.T) {
 		assert.True(t, errors.Is(m.Register("room", 0, nil), clientmgr.ErrClosed))
 	})
 }
+
+// A topic's history is bounded in bytes as well as in count: the oldest go
+// first, the newest always stays, and a cursor before what is kept gets an
+// incomplete batch.
+func TestHistoryBytes(t *testing.T) {
+	m := clientmgr.New(clientmgr.WithHistory(100), clientmgr.WithHistoryBytes(10))
+	defer m.Close()
+	for _, d := range []string{"aaaa", "bbbb", "cccc", "dddd"} {
+		_, err := m.Broadcast(context.Background(), "t", []byte(d))
+		require.NoError(t, err)
+	}
+	b, err := m.History(context.Background(), "t", clientmgr.Cursor{})
+	require.NoError(t, err)
+	require.Len(t, b.Messages, 2, "8 bytes kept of 16; a third would make 12")
+	assert.Equal(t, "cccc", string(b.Messages[0].Data))
+	assert.False(t, b.Complete)
+	_, err = m.Broadcast(context.Background(), "t", []byte("a message larger than the bound"))
+	require.NoError(t, err)
+	b, err = m.History(context.Background(), "t", clientmgr.Cursor{})
+	require.NoError(t, err)
+	require.Len(t, b.Messages, 1, "the newest stays, whatever its size")
+	assert.Equal(t, uint64(5), b.Messages[0].Seq)
+}

@@ -17,7 +17,8 @@ func NewInProcessBroker() Broker { return &memoryBroker{seed: maphash.MakeSeed()
 
 type memoryBroker struct {
 	node    Node
-	history int
+	history int // messages kept per topic
+	bytes   int // bytes of data kept per topic; 0: no bound
 	seed    maphash.Seed
 	shards  [defaultShards]memoryShard
 }
@@ -30,13 +31,15 @@ type memoryShard struct {
 // memoryTopic is one topic's sequence and the ring of its newest messages.
 type memoryTopic struct {
 	epoch uint64
+	first uint64    // Seq of the oldest message kept
 	last  uint64    // Seq of the newest message; 0 before the first
 	ring  []Message // the message of Seq s at (s-1) % size; grows up to size
-	size  int
+	size  int       // messages kept at most
+	bytes int       // data kept now
 }
 
 func (b *memoryBroker) Start(_ context.Context, n Node, cfg BrokerConfig) error {
-	b.node, b.history = n, cfg.History
+	b.node, b.history, b.bytes = n, cfg.History, cfg.HistoryBytes
 	for i := range b.shards {
 		b.shards[i].topics = make(map[string]*memoryTopic)
 	}
@@ -61,7 +64,7 @@ func (b *memoryBroker) Publish(ctx context.Context, topic string, data []byte, _
 		s.topics[topic] = t
 	}
 	msg := Message{Topic: topic, Epoch: t.epoch, Seq: t.last + 1, Data: data, Time: time.Now()}
-	t.append(msg)
+	t.append(msg, b.bytes)
 	// Under the lock: the next Publish on the topic delivers after this one.
 	_ = b.node.Deliver(msg) // it cannot go back: this sequence is the only one
 	return msg, nil
@@ -107,28 +110,47 @@ func (b *memoryBroker) Forget(topic string) {
 
 func (b *memoryBroker) Close() error { return nil }
 
-func (t *memoryTopic) append(msg Message) {
+// append keeps msg, and drops the oldest messages beyond the topic's
+// count, and beyond maxBytes of data (0: no bound) while more than msg is
+// kept.
+func (t *memoryTopic) append(msg Message, maxBytes int) {
 	if len(t.ring) < t.size {
 		t.ring = append(t.ring, msg)
 	} else {
-		t.ring[(msg.Seq-1)%uint64(t.size)] = msg
+		if t.last-t.first+1 == uint64(t.size) {
+			t.drop() // its slot is msg's
+		}
+		t.ring[t.slot(msg.Seq)] = msg
+	}
+	if t.last == 0 {
+		t.first = msg.Seq
 	}
 	t.last = msg.Seq
+	t.bytes += len(msg.Data)
+	for maxBytes > 0 && t.bytes > maxBytes && t.first < t.last {
+		t.drop()
+	}
 }
+
+// drop forgets the oldest message kept.
+func (t *memoryTopic) drop() {
+	s := t.slot(t.first)
+	t.bytes -= len(t.ring[s].Data)
+	t.ring[s] = Message{}
+	t.first++
+}
+
+func (t *memoryTopic) slot(seq uint64) uint64 { return (seq - 1) % uint64(t.size) }
 
 // since returns the kept messages after Seq after, oldest first.
 func (t *memoryTopic) since(after uint64) []Message {
-	first := uint64(1)
-	if kept := uint64(len(t.ring)); t.last > kept {
-		first = t.last - kept + 1
-	}
-	from := max(after+1, first)
+	from := max(after+1, t.first)
 	if from > t.last {
 		return nil
 	}
 	msgs := make([]Message, 0, t.last-from+1)
 	for seq := from; seq <= t.last; seq++ {
-		msgs = append(msgs, t.ring[(seq-1)%uint64(t.size)])
+		msgs = append(msgs, t.ring[t.slot(seq)])
 	}
 	return msgs
 }

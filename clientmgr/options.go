@@ -27,14 +27,15 @@ const MaxTopicLen = 256
 type Option func(*config)
 
 type config struct {
-	history     int
-	maxMessage  int
-	maxTopics   int
-	idleTimeout time.Duration
-	maxBatch    int
-	broker      Broker
-	registerer  prometheus.Registerer
-	shards      int
+	history      int
+	historyBytes int
+	maxMessage   int
+	maxTopics    int
+	idleTimeout  time.Duration
+	maxBatch     int
+	broker       Broker
+	registerer   prometheus.Registerer
+	shards       int
 }
 
 func newConfig(opts []Option) config {
@@ -66,6 +67,15 @@ func atLeastOne(option string, n int) int {
 // told its batch is incomplete.
 func WithHistory(n int) Option {
 	return func(c *config) { c.history = atLeastOne("WithHistory", n) }
+}
+
+// WithHistoryBytes bounds the data each topic keeps in this process's
+// history, in bytes, besides WithHistory's count: the oldest messages go
+// first, and the newest is always kept. Without it a topic may hold
+// WithHistory messages of WithMaxMessageSize each. A broker whose history
+// lives elsewhere (Redis) keeps its own bound.
+func WithHistoryBytes(n int) Option {
+	return func(c *config) { c.historyBytes = atLeastOne("WithHistoryBytes", n) }
 }
 
 // WithMaxMessageSize sets the largest message Broadcast accepts, in bytes;

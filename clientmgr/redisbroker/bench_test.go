@@ -2,7 +2,6 @@ package redisbroker_test
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -17,7 +16,7 @@ import (
 )
 
 // The brokers the benchmarks compare: one node in process; and two nodes
-// on one Redis (publishing on one, subscribers on the other).
+// on one Redis (publishing on one, subscribers on the same or the other).
 type setup struct {
 	name      string
 	publisher *clientmgr.Manager
@@ -29,14 +28,17 @@ func setups(b *testing.B) []setup {
 	// write (which costs about 1 ms a write on these machines' disks).
 	r := testredis.Start(b, "--appendfsync", "everysec")
 	inProcess := clientmgr.New()
+	b.Cleanup(func() { inProcess.Close() })
 	redisNode := func() *clientmgr.Manager {
-		rdb := redis.NewClient(&redis.Options{Addr: r.Addr, ContextTimeoutEnabled: true})
-		m := clientmgr.New(clientmgr.WithBroker(redisbroker.New(rdb, redisbroker.WithLogger(slog.New(slog.DiscardHandler)))))
+		rdb := redis.NewClient(&redis.Options{Addr: r.Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+		m, err := clientmgr.Open(b.Context(), clientmgr.WithBroker(redisbroker.New(rdb, redisbroker.WithLogger(quiet))))
+		if err != nil {
+			b.Fatal(err)
+		}
 		b.Cleanup(func() { m.Close(); rdb.Close() })
 		return m
 	}
 	a, c := redisNode(), redisNode()
-	b.Cleanup(func() { inProcess.Close() })
 	return []setup{{"in-process", inProcess, inProcess}, {"redis-same-node", a, a}, {"redis-cross-node", a, c}}
 }
 
@@ -48,13 +50,15 @@ func (w *discard) WriteHeader(int)             {}
 
 // BenchmarkFanout is one Broadcast to 1,000 waiting requests, timed until
 // all of them are answered: the fan-out latency, in process against
-// through Redis to the same node and to another node.
+// through Redis to the same node and to another node. The requests
+// register at the topic's head, as a client that wants what comes next.
 //
 //	go test -run '^$' -bench Fanout ./clientmgr/redisbroker/
 func BenchmarkFanout(b *testing.B) {
 	const n = 1000
 	for _, s := range setups(b) {
 		b.Run(s.name, func(b *testing.B) {
+			var head clientmgr.Cursor // set before each round's requests start
 			registered := make(chan struct{}, n)
 			d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				c := continuation.FromRequest(r)
@@ -65,7 +69,7 @@ func BenchmarkFanout(b *testing.B) {
 					return
 				}
 				c.Suspend()
-				if err := s.receiver.Register("fanout", s.receiver.LastSeq("fanout"), c); err != nil {
+				if err := s.receiver.RegisterCursor(r.Context(), "fanout", head, c); err != nil {
 					b.Error(err)
 				}
 				registered <- struct{}{}
@@ -73,6 +77,10 @@ func BenchmarkFanout(b *testing.B) {
 			req := httptest.NewRequest(http.MethodGet, "/", nil)
 			for b.Loop() {
 				b.StopTimer()
+				var err error
+				if head, err = s.receiver.Head(context.Background(), "fanout"); err != nil {
+					b.Fatal(err)
+				}
 				var wg sync.WaitGroup
 				for range n {
 					wg.Go(func() { d.ServeHTTP(&discard{h: http.Header{}}, req) })

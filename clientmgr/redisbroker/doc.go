@@ -1,54 +1,119 @@
 // Package redisbroker lets several cometkit nodes share their topics
 // through Redis, so that behind a load balancer they behave as one: a
-// message published on any node reaches every subscriber on every node,
-// once and in order, with the same per-topic Seq everywhere, and a client
-// that re-polls another node with its cursor misses nothing.
-//
-//	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true})
-//	mgr := clientmgr.New(clientmgr.WithBroker(redisbroker.New(rdb)))
-//	defer mgr.Close()
-//
-// or, from a URL, with the client owned by the broker:
+// message published on any node reaches the clients waiting on every
+// node, in order, with the same epoch and Seq everywhere, and a client
+// that polls another node with its cursor misses nothing, or is told that
+// it may have (its [clientmgr.Batch] is not Complete).
 //
 //	b, err := redisbroker.Open("redis://127.0.0.1:6379/0")
+//	if err != nil { ... a malformed URL ... }
+//	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+//	defer cancel()
+//	mgr, err := clientmgr.Open(ctx, clientmgr.WithBroker(b)) // waits for Redis
+//	if err != nil { ... Redis did not answer within 10 s ... }
+//	defer mgr.Close() // closes b, and the client Open made
+//
+// or, on a client of your own (closed by you, after the Manager):
+//
+//	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true, MaxRetries: -1})
+//	mgr, err := clientmgr.Open(ctx, clientmgr.WithBroker(redisbroker.New(rdb)))
 //
 // # How it works
 //
-// Publishing runs one Lua script, atomically: INCR the topic's sequence
-// key to assign the Seq, XADD the message to the topic's stream with that
-// Seq as its ID (trimmed to the history size), and PUBLISH it on one
-// channel every node subscribes to. The stream is the history: Since and
-// Register's cursor work on every node because a node that lacks part of a
-// topic (it started later, or a client brings a cursor from a node that
-// heard first) reads it from the stream before answering (clientmgr's
-// SyncBroker).
+// Redis owns each topic's sequence and history; the Managers only hold
+// their waiting clients. Publish runs one Lua script, atomically: it
+// decides the topic's epoch, INCRs the topic's Seq, XADDs the message to
+// the topic's stream with the Seq as its ID (trimmed to about the history
+// size, clientmgr.WithHistory), and PUBLISHes it on one channel that every
+// node subscribes to. Each node's broker delivers what the channel brings
+// to its Manager, in the channel's order, which is Seq order per topic;
+// Publish does not deliver to its own node, the channel does. History and
+// Head read the topic's epoch, Seq and stream atomically; History never
+// makes up a message: a trimmed stream gives what it has, and the Manager
+// tells the client when that does not reach back to its cursor.
 //
-// Pub/Sub is at most once: a node that sees a Seq jump repairs the gap
-// from the stream before it delivers, so its subscribers get every message
-// in order. When the connection drops, go-redis reconnects and subscribes
-// again by itself; on each new subscription the broker reads, for every
-// topic the node holds, what was published meanwhile. While Redis is
-// unreachable, Broadcast fails within its context's deadline (or the
-// publish timeout) with an error wrapping the cause, and suspended
-// requests stay suspended.
+// Pub/Sub is at most once. The Manager notices a delivery that does not
+// follow the one before (a message the channel lost, a new epoch) and ends
+// the waiting batches there; their clients' next registrations read what
+// they lack from the stream. When the subscription's connection drops,
+// go-redis reconnects and subscribes again by itself; on each new
+// subscription the broker tells the Manager (Node.Interrupted), whose
+// waiting clients are answered and read what was published meanwhile. While
+// Redis is unreachable, Broadcast fails within its context's deadline (or
+// WithPublishTimeout) with an error wrapping the cause, and the waiting
+// clients keep waiting.
+//
+// # Epochs, and Redis losing data
+//
+// Each topic's sequence has an epoch, kept in Redis beside it and carried
+// by every message and cursor, so that a cursor is never taken at face
+// value in another sequence. A topic starts a new epoch, at Seq 1 with an
+// empty stream, when:
+//
+//   - Redis has no epoch for it: a new topic, or Redis lost its keys (a
+//     restart without persistence, FLUSHALL, eviction);
+//   - the publishing node has seen, in the current epoch, a Seq beyond
+//     Redis's: Redis lost its last writes (appendfsync everysec and a
+//     crash of the machine), and would hand those Seqs out again;
+//   - a node is given a message that goes back in its topic's sequence
+//     within an epoch (clientmgr.ErrSequenceRewound): Redis was restored
+//     from an older snapshot (RDB, the default persistence), or failed over
+//     to a replica that lagged. The node's broker starts the new epoch,
+//     unless another node already did.
+//
+// Clients whose cursors are of the old epoch then get what the new one has,
+// with Complete false: the application can say "you may have missed
+// messages". Messages Redis lost are gone; what matters is that no client
+// is told it has them all. One window stays: until a node that saw more
+// is given a message of the rolled-back sequence (or publishes), Redis's
+// word is taken, so a node new to the topic, or one that was disconnected
+// through the rollback, may hand a client that was exactly at the restored
+// Seq the next message as its continuation; the client is told at its
+// next poll after the new epoch starts, which is at the next message that
+// reaches a node that saw more.
 //
 // # Operating it
 //
-// Seq lives in Redis: keep Redis persistent (appendonly yes) if cursors
-// must survive a Redis restart. Each topic's sequence carries an epoch (the
-// time it started at 1); if Redis loses its data, the new sequence has a
-// new epoch and every node drops its copy of the topic instead of taking
-// the new Seqs for ones it has seen. Every node receives every message and keeps
-// each topic's recent history in memory, as a single node does; the Redis
-// keys of a topic are {prefix}:{topic}:seq, :log and :epoch. Give
-// the client ContextTimeoutEnabled so that commands honour their
-// context's deadline (Open does). Metrics (WithMetrics): errors by
-// operation, reconnects, gaps repaired and messages recovered from the
-// stream.
+// Keep Redis persistent with the AOF (appendonly yes; appendfsync always
+// loses nothing, everysec up to a second of writes): a restart then keeps
+// every topic's epoch and Seq, and cursors stay valid. With snapshots only,
+// a restart rolls back to the last snapshot and the topics written since
+// start new epochs as above. Give every node the same WithHistory: each
+// Publish trims the stream to the publisher's size, so a smaller one cuts
+// the others' history short (their clients are told, not misled).
+//
+// Epochs are times in nanoseconds from the publishing node's clock, made
+// later than the topic's previous epoch when that clock is behind, so a
+// topic's epoch never repeats while Redis keeps it; after Redis lost a
+// topic's keys, its new epoch is also later than the one the publishing
+// node saw. Clocks need not agree; they are never compared with each
+// other.
+//
+// A topic's keys are {prefix}:{topic}:seq, :log (the stream) and :epoch
+// (WithPrefix; default "cometkit"), with '%', '{' and '}' of the topic
+// percent-encoded so that they share one hash tag: the package works on a
+// Redis Cluster, where the channel, {prefix}:messages, reaches every
+// shard's subscribers. Topics stay in Redis until deleted: about
+// WithHistory messages each, and three keys. Give a client of your own
+// ContextTimeoutEnabled, so that commands honour their context's deadline,
+// and MaxRetries -1, so that a publish whose reply was lost is not stored
+// twice; Open does both. Metrics (WithMetrics, on the registry given and
+// no other): errors by operation, resubscriptions, epochs started because
+// Redis lost data, rewinds the node reported.
 //
 // # Goroutines
 //
-// Attach (called by clientmgr.New) starts one goroutine that receives the
-// channel and delivers to the node; go-redis runs one more for the
-// subscription. Close stops both and waits for them.
+// Start (called by clientmgr.Open) starts one goroutine, which receives the
+// channel and delivers to the node, and starts a new epoch when the node
+// reports a rewind; go-redis runs two more for the subscription (its
+// reader and its health check). Close, which the Manager's Close calls,
+// ends the subscription, which stops all three, and waits for the
+// broker's goroutine. Nothing else runs in the background.
+//
+// # Options
+//
+// An option's argument means what it says, and a default is what you get
+// by not passing the option: a value that cannot be meant (an empty
+// prefix, a duration of 0 or less, a nil registry or logger) makes New and
+// Open panic, naming the option. Open returns the errors of its URL.
 package redisbroker

@@ -7,38 +7,36 @@ import (
 )
 
 type metrics struct {
-	errors     *prometheus.CounterVec
-	reconnects prometheus.Counter
-	gaps       prometheus.Counter
-	recovered  prometheus.Counter
-	resets     prometheus.Counter
+	errors          *prometheus.CounterVec
+	resubscriptions prometheus.Counter
+	lossEpochs      prometheus.Counter
+	rewinds         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cometkit_redis_errors_total",
-			Help: "Redis operations that failed, by operation (publish, subscribe, repair, catch-up, sync, decode).",
+			Help: "Redis operations that failed, by operation (publish, history, head, subscribe, new-epoch, decode).",
 		}, []string{"op"}),
-		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cometkit_redis_resubscriptions_total", Help: "Times the channel was subscribed again after its connection was lost.",
+		resubscriptions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cometkit_redis_resubscriptions_total",
+			Help: "Times the channel was subscribed again after its connection was lost; each wakes the node's waiting clients.",
 		}),
-		gaps: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cometkit_redis_gaps_repaired_total", Help: "Seq jumps on the channel repaired from the stream before delivery.",
+		lossEpochs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cometkit_redis_loss_epochs_total",
+			Help: "Topics this node started under a new epoch because Redis had lost messages the nodes had seen.",
 		}),
-		recovered: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cometkit_redis_messages_recovered_total", Help: "Messages read from streams rather than the channel: repairs, catch-ups and syncs.",
-		}),
-		resets: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cometkit_redis_sequence_resets_total", Help: "Topics whose Seq started again in Redis (it lost its data), so this node dropped its copy.",
+		rewinds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cometkit_redis_rewinds_total",
+			Help: "Messages this node refused because they went back in their topic's sequence (Redis restored older data).",
 		}),
 	}
 	if reg != nil {
 		m.errors = promreg.Register(reg, m.errors)
-		m.reconnects = promreg.Register(reg, m.reconnects)
-		m.gaps = promreg.Register(reg, m.gaps)
-		m.recovered = promreg.Register(reg, m.recovered)
-		m.resets = promreg.Register(reg, m.resets)
+		m.resubscriptions = promreg.Register(reg, m.resubscriptions)
+		m.lossEpochs = promreg.Register(reg, m.lossEpochs)
+		m.rewinds = promreg.Register(reg, m.rewinds)
 	}
 	return m
 }

@@ -1,20 +1,28 @@
 package redisbroker
 
 import (
+	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/cometkit/cometkit/clientmgr"
 )
 
-// An Option configures a Broker.
+// Defaults used by New and Open.
+const (
+	DefaultPrefix         = "cometkit"
+	DefaultPublishTimeout = 2 * time.Second
+)
+
+// An Option configures a Broker. An option's argument means what it says,
+// and a default is what you get by not passing the option: a value that
+// cannot be meant (an empty prefix, a duration of 0 or less, a nil
+// registry or logger) makes New and Open panic, naming the option.
 type Option func(*config)
 
 type config struct {
 	prefix         string
-	history        int
 	publishTimeout time.Duration
 	registerer     prometheus.Registerer
 	logger         *slog.Logger
@@ -23,7 +31,6 @@ type config struct {
 func newConfig(opts []Option) config {
 	cfg := config{
 		prefix:         DefaultPrefix,
-		history:        clientmgr.DefaultHistory,
 		publishTimeout: DefaultPublishTimeout,
 		logger:         slog.Default(),
 	}
@@ -35,46 +42,48 @@ func newConfig(opts []Option) config {
 
 // WithPrefix sets the prefix of the broker's Redis keys and channel
 // (default DefaultPrefix). Nodes that share topics use the same prefix;
-// different prefixes keep applications apart on one Redis.
+// different prefixes keep applications apart on one Redis. The prefix may
+// not contain '{' or '}', which would move the keys' hash tag.
 func WithPrefix(p string) Option {
 	return func(c *config) {
-		if p != "" {
-			c.prefix = p
+		if p == "" || strings.ContainsAny(p, "{}") {
+			panic(fmt.Sprintf("redisbroker: WithPrefix(%q): a prefix is not empty and has no '{' or '}'", p))
 		}
+		c.prefix = p
 	}
 }
 
-// WithHistory sets how many messages each topic's stream keeps, at least
-// (default clientmgr.DefaultHistory). Use the Managers' WithHistory value.
-func WithHistory(n int) Option {
-	return func(c *config) {
-		if n > 0 {
-			c.history = n
-		}
-	}
-}
-
-// WithPublishTimeout bounds a Publish whose context has no deadline, and
-// the subscription at Attach (default DefaultPublishTimeout).
+// WithPublishTimeout bounds a Publish whose context has no deadline
+// (default DefaultPublishTimeout), and each try of the broker's own
+// writes, such as starting a topic's new epoch.
 func WithPublishTimeout(d time.Duration) Option {
 	return func(c *config) {
-		if d > 0 {
-			c.publishTimeout = d
+		if d <= 0 {
+			panic(fmt.Sprintf("redisbroker: WithPublishTimeout(%v): must be more than 0", d))
 		}
+		c.publishTimeout = d
 	}
 }
 
-// WithMetrics registers the broker's metrics with reg.
+// WithMetrics registers the broker's metrics on reg (and on no other
+// registry). Brokers sharing a registry share its collectors.
 func WithMetrics(reg prometheus.Registerer) Option {
-	return func(c *config) { c.registerer = reg }
+	return func(c *config) {
+		if reg == nil {
+			panic("redisbroker: WithMetrics(nil)")
+		}
+		c.registerer = reg
+	}
 }
 
 // WithLogger sets where the broker reports what it cannot return as an
-// error (default slog.Default()).
+// error: a subscription lost and made again, a topic that starts a new
+// epoch because Redis lost messages (default slog.Default()).
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) {
-		if l != nil {
-			c.logger = l
+		if l == nil {
+			panic("redisbroker: WithLogger(nil)")
 		}
+		c.logger = l
 	}
 }
