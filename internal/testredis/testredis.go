@@ -3,13 +3,26 @@
 // directory, persisted on every write (appendonly, fsync always) so that a
 // restart keeps it, as in production. Tests that need Redis fail, rather
 // than skip, when redis-server is not installed: ./test installs it.
+//
+// Extra arguments to Start override those defaults, so a test can run the
+// other ways Redis is operated and lose data the ways they lose it:
+// snapshots only ("--appendonly", "no", then SAVE, writes, Kill, Restart:
+// the restart loads the older snapshot), fsync once a second
+// ("--appendfsync", "everysec", with TruncateAOF standing in for the
+// unsynced tail an OS crash loses), or a one-node Redis Cluster
+// (StartCluster).
 package testredis
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +59,27 @@ func Start(t testing.TB, args ...string) *Server {
 	return s
 }
 
+// StartCluster starts a redis-server in cluster mode that serves every
+// hash slot by itself: a Redis Cluster of one node, on which a command
+// whose keys fall in different slots fails with CROSSSLOT as on a real
+// cluster.
+func StartCluster(t testing.TB, args ...string) *Server {
+	t.Helper()
+	s := Start(t, append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}, args...)...)
+	if _, err := s.Do("CLUSTER", "ADDSLOTSRANGE", "0", "16383"); err != nil {
+		t.Fatalf("testredis: assigning the slots: %v", err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		info, err := s.Do("CLUSTER", "INFO")
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testredis: the cluster on %s is not ready: %q, %v", s.Addr, info, err)
+		}
+	}
+}
+
 // Kill stops the server at once (SIGKILL), as a crash would, and waits for
 // it to exit. Killing a stopped server does nothing.
 func (s *Server) Kill() {
@@ -75,7 +109,7 @@ func (s *Server) Restart() {
 		close(s.done)
 	}()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if ping(s.Addr) == nil {
+		if _, err := s.Do("PING"); err == nil {
 			return
 		}
 		select {
@@ -89,22 +123,83 @@ func (s *Server) Restart() {
 	}
 }
 
-// ping sends PING over the Redis protocol and expects PONG, without a
-// client library: the tests' own clients are what is under test.
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+// AOFSize returns the size of the append-only file that takes the
+// server's writes now. Redis writes a command there before it answers, so
+// after a reply the size includes it.
+func (s *Server) AOFSize() int64 {
+	s.t.Helper()
+	fi, err := os.Stat(s.aofFile())
 	if err != nil {
-		return err
+		s.t.Fatalf("testredis: %v", err)
+	}
+	return fi.Size()
+}
+
+// TruncateAOF cuts the append-only file back to size, as an OS crash
+// loses what Redis wrote but had not yet fsynced (appendfsync everysec).
+// The server must be stopped; on Restart it loads what is left.
+func (s *Server) TruncateAOF(size int64) {
+	s.t.Helper()
+	if s.cmd != nil {
+		s.t.Fatal("testredis: TruncateAOF on a running server")
+	}
+	if err := os.Truncate(s.aofFile(), size); err != nil {
+		s.t.Fatalf("testredis: %v", err)
+	}
+}
+
+// aofFile is the one incremental file of Redis 7's multi-part AOF.
+func (s *Server) aofFile() string {
+	s.t.Helper()
+	files, _ := filepath.Glob(filepath.Join(s.dir, "appendonlydir", "*.incr.aof"))
+	if len(files) != 1 {
+		s.t.Fatalf("testredis: want one incremental AOF in %s, have %v", s.dir, files)
+	}
+	return files[0]
+}
+
+// Do sends one command over the Redis protocol and returns its reply as
+// text (a simple string, an integer or a bulk string), without a client
+// library: the tests' own clients are what is under test.
+func (s *Server) Do(args ...string) (string, error) {
+	c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	if err != nil {
+		return "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	fmt.Fprint(c, "PING\r\n")
-	line, err := bufio.NewReader(c).ReadString('\n')
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	var req strings.Builder
+	fmt.Fprintf(&req, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&req, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := c.Write([]byte(req.String())); err != nil {
+		return "", err
+	}
+	rd := bufio.NewReader(c)
+	line, err := rd.ReadString('\n')
 	if err != nil {
-		return err
+		return "", err
 	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("unexpected reply %q", line)
+	line = strings.TrimSuffix(line, "\r\n")
+	if line == "" {
+		return "", errors.New("testredis: empty reply")
 	}
-	return nil
+	switch line[0] {
+	case '+', ':':
+		return line[1:], nil
+	case '-':
+		return "", errors.New(line[1:])
+	case '$':
+		n, err := strconv.Atoi(line[1:])
+		if err != nil || n < 0 {
+			return "", fmt.Errorf("testredis: reply %q", line)
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(rd, buf); err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
+	}
+	return "", fmt.Errorf("testredis: unexpected reply %q", line)
 }
