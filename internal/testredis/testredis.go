@@ -124,10 +124,20 @@ func (s *Server) Restart() {
 }
 
 // AOFSize returns the size of the append-only file that takes the
-// server's writes now. Redis writes a command there before it answers, so
-// after a reply the size includes it.
+// server's writes now, once the server has written what it holds in its
+// AOF buffer: with appendfsync everysec it may answer a command before it
+// writes it, while an fsync is under way.
 func (s *Server) AOFSize() int64 {
 	s.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		info, err := s.Do("INFO", "persistence")
+		if err == nil && strings.Contains(info, "aof_buffer_length:0\r\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("testredis: the AOF buffer of %s is not written: %q, %v", s.Addr, info, err)
+		}
+	}
 	fi, err := os.Stat(s.aofFile())
 	if err != nil {
 		s.t.Fatalf("testredis: %v", err)
