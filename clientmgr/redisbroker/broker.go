@@ -39,8 +39,9 @@ type Broker struct {
 	cancel context.CancelFunc
 
 	// Set by Start, before the receiving goroutine starts.
-	node    clientmgr.Node
-	history int
+	node         clientmgr.Node
+	history      int // messages a stream keeps, and a History read returns, at most
+	historyBytes int // data a History read returns at most; 0: no bound
 
 	mu      sync.Mutex
 	started bool
@@ -80,7 +81,8 @@ func newBroker(rdb redis.UniversalClient, cfg config) *Broker {
 // (redis://[user:password@]host:port/db, or rediss:// for TLS); Close
 // closes the client. It parses the URL and does no I/O: the Manager's Open
 // connects. The client honours its context's deadlines and, unless the
-// URL sets max_retries, does not retry a command.
+// URL sets max_retries, does not retry a command. Close a Broker that no
+// Manager started, to close its client.
 func Open(rawURL string, opts ...Option) (*Broker, error) {
 	cfg := newConfig(opts)
 	o, err := redis.ParseURL(rawURL)
@@ -102,8 +104,8 @@ func Open(rawURL string, opts ...Option) (*Broker, error) {
 // to n. The Manager's Open calls it. A Broker whose Start fails is closed,
 // with the client Open made.
 func (b *Broker) Start(ctx context.Context, n clientmgr.Node, cfg clientmgr.BrokerConfig) error {
-	if cfg.History < 1 {
-		return fmt.Errorf("redisbroker: Start with a history of %d messages", cfg.History)
+	if cfg.History < 1 || cfg.HistoryBytes < 0 {
+		return fmt.Errorf("redisbroker: Start with a history of %d messages and %d bytes", cfg.History, cfg.HistoryBytes)
 	}
 	b.mu.Lock()
 	switch {
@@ -114,7 +116,7 @@ func (b *Broker) Start(ctx context.Context, n clientmgr.Node, cfg clientmgr.Brok
 		b.mu.Unlock()
 		return errors.New("redisbroker: started twice")
 	}
-	b.started, b.node, b.history = true, n, cfg.History
+	b.started, b.node, b.history, b.historyBytes = true, n, cfg.History, cfg.HistoryBytes
 	b.mu.Unlock()
 
 	ps, err := b.subscribe(ctx)

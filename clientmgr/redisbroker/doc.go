@@ -64,13 +64,14 @@
 // Clients whose cursors are of the old epoch then get what the new one has,
 // with Complete false: the application can say "you may have missed
 // messages". Messages Redis lost are gone; what matters is that no client
-// is told it has them all. One window stays: until a node that saw more
-// is given a message of the rolled-back sequence (or publishes), Redis's
-// word is taken, so a node new to the topic, or one that was disconnected
-// through the rollback, may hand a client that was exactly at the restored
-// Seq the next message as its continuation; the client is told at its
-// next poll after the new epoch starts, which is at the next message that
-// reaches a node that saw more.
+// is told it has them all. One window stays: a node reads the history on
+// Redis's word, so between the first publish after a rollback and the
+// moment a node that saw more is given that message (or publishes), a
+// client whose cursor is at or below the restored Seq may receive what
+// was published since as the continuation of its cursor, on any node; it
+// is told at its next poll once the new epoch has started. A node that
+// was disconnected through the rollback notices at the next message it is
+// given.
 //
 // # Operating it
 //
@@ -80,7 +81,10 @@
 // a restart rolls back to the last snapshot and the topics written since
 // start new epochs as above. Give every node the same WithHistory: each
 // Publish trims the stream to the publisher's size, so a smaller one cuts
-// the others' history short (their clients are told, not misled).
+// the others' history short (their clients are told, not misled). Redis
+// keeps the messages whatever their size; clientmgr.WithHistoryBytes
+// bounds what one History read brings into the node (the newest messages
+// within it).
 //
 // Epochs are times in nanoseconds from the publishing node's clock, made
 // later than the topic's previous epoch when that clock is behind, so a

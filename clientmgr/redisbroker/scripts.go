@@ -90,12 +90,13 @@ startEpoch(ARGV[2], epoch)
 return 1
 `)
 
-// historyScript reads the topic's epoch and last Seq and, newest first up
-// to ARGV[3] of them, the stream's entries after the cursor (ARGV[1]
-// epoch, "0" for none; ARGV[2] Seq) if it is a position of the current
-// epoch, else the newest entries. Returns {} for a topic with no epoch,
-// else {epoch, seq, then id, time, epoch, data of each entry, oldest
-// first}; a field an entry lacks is nil.
+// historyScript reads the topic's epoch and last Seq and the stream's
+// entries after the cursor (ARGV[1] epoch, "0" for none; ARGV[2] Seq) if
+// it is a position of the current epoch, else the newest entries: the
+// newest ARGV[3] of them at most, and, when ARGV[4] is not 0, only as many
+// of the newest as hold ARGV[4] bytes of data (at least one). Returns {}
+// for a topic with no epoch, else {epoch, seq, then id, time, epoch, data
+// of each entry, oldest first}; a field an entry lacks is nil.
 var historyScript = redis.NewScript(`
 local epoch = redis.call('GET', KEYS[3])
 if not epoch then return {} end
@@ -106,17 +107,20 @@ if (ARGV[1] == '0' or ARGV[1] == epoch) and after <= last then
 	from = string.format('%d-0', after + 1)
 end
 local entries = redis.call('XREVRANGE', KEYS[2], '+', from, 'COUNT', ARGV[3])
-local out = {epoch, last}
-for i = #entries, 1, -1 do
+local budget, size, kept = tonumber(ARGV[4]), 0, {}
+for i = 1, #entries do
 	local fields, t, e, d = entries[i][2], false, false, false
 	for j = 1, #fields, 2 do
 		local name, value = fields[j], fields[j + 1]
 		if name == 't' then t = value elseif name == 'e' then e = value elseif name == 'd' then d = value end
 	end
-	table.insert(out, entries[i][1])
-	table.insert(out, t)
-	table.insert(out, e)
-	table.insert(out, d)
+	size = size + (d and #d or 0)
+	if budget > 0 and size > budget and i > 1 then break end
+	kept[i] = {entries[i][1], t, e, d}
+end
+local out = {epoch, last}
+for i = #kept, 1, -1 do
+	for j = 1, 4 do table.insert(out, kept[i][j]) end
 end
 return out
 `)
@@ -177,15 +181,16 @@ func parsePublishReply(reply []any) (seq, epoch uint64, why int64, err error) {
 
 // History reads, in one script, the topic's epoch and last Seq and the
 // stream's entries after the cursor when it is a position of the current
-// epoch (or has no epoch), else the newest: at most the history size, the
-// newest ones, oldest first. It returns what the stream holds, trimmed or
+// epoch (or has no epoch), else the newest: at most the history size (and
+// BrokerConfig.HistoryBytes of data, if set), the newest ones, oldest
+// first. It returns what the stream holds, trimmed or
 // not; the Manager decides whether that honours the cursor. An entry it
 // cannot read ends the messages there.
 func (b *Broker) History(ctx context.Context, topic string, after clientmgr.Cursor) ([]clientmgr.Message, clientmgr.Cursor, error) {
 	if b.ctx.Err() != nil {
 		return nil, clientmgr.Cursor{}, ErrClosed
 	}
-	reply, err := historyScript.Run(ctx, b.rdb, b.topicKeys(topic), after.Epoch, after.Seq, b.history).Slice()
+	reply, err := historyScript.Run(ctx, b.rdb, b.topicKeys(topic), after.Epoch, after.Seq, b.history, b.historyBytes).Slice()
 	if err != nil {
 		b.metrics.errors.WithLabelValues("history").Inc()
 		return nil, clientmgr.Cursor{}, fmt.Errorf("redisbroker: history of %q: %w", topic, err)
