@@ -20,13 +20,13 @@ import (
 // Epochs are decimal text in the scripts: they are nanoseconds since 1970,
 // beyond the integers Lua's numbers hold exactly, so they are compared as
 // text (later) and counted up by INCR, which Redis does in 64 bits.
-const startEpoch = `
+const epochFunctions = `
 local function later(a, b)
 	if #a ~= #b then return #a > #b end
 	return a > b
 end
 
--- startEpoch gives the topic a new epoch: the time now (ARGV now) unless
+-- startEpoch gives the topic a new epoch: now (the caller's clock) unless
 -- that is not later than floor, then floor + 1; so a topic's epochs only
 -- grow, whatever the nodes' clocks. The old sequence's stream goes with
 -- it, and the sequence starts again.
@@ -58,7 +58,7 @@ end
 // topic, the data, and the node's position: its epoch ("0": none) and Seq.
 // Returns {seq, epoch, why}: why is 0 when the sequence went on, 1 for a
 // new topic, 2 when Redis had lost data.
-var publishScript = redis.NewScript(startEpoch + `
+var publishScript = redis.NewScript(epochFunctions + `
 local epoch = redis.call('GET', KEYS[3])
 local last = redis.call('GET', KEYS[1])
 local why = 0
@@ -83,7 +83,7 @@ return {seq, epoch, why}
 // within its epoch, if the epoch is still that one (ARGV[1]): every node
 // that noticed reports it, and the first report does it. ARGV[2] is the
 // time in Unix nanoseconds. Returns 1 if it started the epoch.
-var rewindScript = redis.NewScript(startEpoch + `
+var rewindScript = redis.NewScript(epochFunctions + `
 local epoch = redis.call('GET', KEYS[3])
 if epoch ~= ARGV[1] then return 0 end
 startEpoch(ARGV[2], epoch)
@@ -125,12 +125,8 @@ end
 return out
 `)
 
-// What publishScript says about the epoch.
-const (
-	sequenceWentOn = 0
-	newTopic       = 1
-	dataLost       = 2
-)
+// dataLost is publishScript's why when Redis had lost data.
+const dataLost = 2
 
 // Publish appends data to topic in one script: the topic's epoch (a new
 // one for a new topic, or when Redis is behind seen in seen's epoch), its
