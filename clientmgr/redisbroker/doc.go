@@ -24,7 +24,7 @@
 // their waiting clients. Publish runs one Lua script, atomically: it
 // decides the topic's epoch, INCRs the topic's Seq, XADDs the message to
 // the topic's stream with the Seq as its ID (trimmed to about the history
-// size, clientmgr.WithHistory), and PUBLISHes it on one channel that every
+// size, [clientmgr.WithHistory]), and PUBLISHes it on one channel that every
 // node subscribes to. Each node's broker delivers what the channel brings
 // to its Manager, in the channel's order, which is Seq order per topic;
 // Publish does not deliver to its own node, the channel does. History and
@@ -37,10 +37,10 @@
 // the waiting batches there; their clients' next registrations read what
 // they lack from the stream. When the subscription's connection drops,
 // go-redis reconnects and subscribes again by itself; on each new
-// subscription the broker tells the Manager (Node.Interrupted), whose
+// subscription the broker tells the Manager ([clientmgr.Node].Interrupted), whose
 // waiting clients are answered and read what was published meanwhile. While
 // Redis is unreachable, Broadcast fails within its context's deadline (or
-// WithPublishTimeout) with an error wrapping the cause, and the waiting
+// [WithPublishTimeout]) with an error wrapping the cause, and the waiting
 // clients keep waiting.
 //
 // # Epochs, and Redis losing data
@@ -56,7 +56,7 @@
 //     Redis's: Redis lost its last writes (appendfsync everysec and a
 //     crash of the machine), and would hand those Seqs out again;
 //   - a node is given a message that goes back in its topic's sequence
-//     within an epoch (clientmgr.ErrSequenceRewound): Redis was restored
+//     within an epoch ([clientmgr.ErrSequenceRewound]): Redis was restored
 //     from an older snapshot (RDB, the default persistence), or failed over
 //     to a replica that lagged. The node's broker starts the new epoch,
 //     unless another node already did.
@@ -82,7 +82,7 @@
 // start new epochs as above. Give every node the same WithHistory: each
 // Publish trims the stream to the publisher's size, so a smaller one cuts
 // the others' history short (their clients are told, not misled). Redis
-// keeps the messages whatever their size; clientmgr.WithHistoryBytes
+// keeps the messages whatever their size; [clientmgr.WithHistoryBytes]
 // bounds what one History read brings into the node (the newest messages
 // within it).
 //
@@ -94,20 +94,20 @@
 // other.
 //
 // A topic's keys are {prefix}:{topic}:seq, :log (the stream) and :epoch
-// (WithPrefix; default "cometkit"), with '%', '{' and '}' of the topic
+// ([WithPrefix]; default "cometkit"), with '%', '{' and '}' of the topic
 // percent-encoded so that they share one hash tag: the package works on a
 // Redis Cluster, where the channel, {prefix}:messages, reaches every
 // shard's subscribers. Topics stay in Redis until deleted: about
 // WithHistory messages each, and three keys. Give a client of your own
 // ContextTimeoutEnabled, so that commands honour their context's deadline,
 // and MaxRetries -1, so that a publish whose reply was lost is not stored
-// twice; Open does both. Metrics (WithMetrics, on the registry given and
+// twice; [Open] does both. Metrics ([WithMetrics], on the registry given and
 // no other): errors by operation, resubscriptions, epochs started because
 // Redis lost data, rewinds the node reported.
 //
 // # Goroutines
 //
-// Start (called by clientmgr.Open) starts one goroutine, which receives the
+// [Broker.Start] (called by [clientmgr.Open]) starts one goroutine, which receives the
 // channel and delivers to the node, and starts a new epoch when the node
 // reports a rewind; go-redis runs two more for the subscription (its
 // reader and its health check). Close, which the Manager's Close calls,
