@@ -107,12 +107,14 @@
 //
 // # Goroutines
 //
-// [Broker.Start] (called by [clientmgr.Open]) starts one goroutine, which receives the
-// channel and delivers to the node, and starts a new epoch when the node
-// reports a rewind; go-redis runs two more for the subscription (its
-// reader and its health check). Close, which the Manager's Close calls,
-// ends the subscription, which stops all three, and waits for the
-// broker's goroutine. Nothing else runs in the background.
+// [Broker.Start] (called by [clientmgr.Open]) starts one goroutine,
+// which receives the channel and delivers to the node, and starts a new
+// epoch when the node reports a rewind; go-redis runs two more for the
+// subscription (its reader and its health check). Close, which the
+// Manager's Close calls, ends the subscription, which stops all three,
+// and waits for the broker's goroutine. The go-redis client has
+// goroutines of its own, which end when it is closed: by Close for the
+// client Open made, by you for yours.
 //
 // # Options
 //
