@@ -22,7 +22,8 @@ import (
 type Broker interface {
 	// Start binds the broker to the node it delivers to and starts it
 	// (connects, subscribes), within ctx. The Manager calls it once, from
-	// Open or New, before any other method.
+	// Open or New, before any other method; if it fails, the Manager
+	// closes the broker.
 	Start(ctx context.Context, n Node, cfg BrokerConfig) error
 
 	// Publish appends data to topic: the broker gives it the topic's next
@@ -43,8 +44,11 @@ type Broker interface {
 	// its newest message (its epoch with Seq 0 when the sequence has
 	// started but kept nothing; the zero Cursor when the topic has no
 	// sequence). The Manager decides from these whether the cursor was
-	// honoured.
-	History(ctx context.Context, topic string, after Cursor) (msgs []Message, head Cursor, err error)
+	// honoured. seen is where the topic stands on the asking node, as in
+	// Publish: an engine behind it in its epoch has lost data, and the
+	// broker starts a new epoch before it answers, so that the client's
+	// cursor is not taken at face value in a sequence that went back.
+	History(ctx context.Context, topic string, after, seen Cursor) (msgs []Message, head Cursor, err error)
 
 	// Head returns the position of the topic's newest message, as History
 	// does, without the messages.
@@ -80,6 +84,13 @@ type Node interface {
 	// and the broker must start a new epoch for the topic so that no
 	// cursor of the broken one is taken at face value.
 	Deliver(msg Message) error
+
+	// EpochStarted tells the node that the topic's sequence started again
+	// under epoch before any message of it was published (the broker
+	// found that its engine had lost data): the clients waiting for the
+	// topic are resumed, and their next registration learns of the new
+	// epoch from History. A broker calls it in order with Deliver.
+	EpochStarted(topic string, epoch uint64)
 
 	// Interrupted tells the node that some messages may not have reached
 	// it (the broker lost its connection to its engine and has it back):

@@ -93,7 +93,7 @@ func (b *engineBroker) Publish(_ context.Context, topic string, data []byte, see
 	return msg, nil
 }
 
-func (b *engineBroker) History(_ context.Context, topic string, after clientmgr.Cursor) (msgs []clientmgr.Message, head clientmgr.Cursor, err error) {
+func (b *engineBroker) History(_ context.Context, topic string, after, _ clientmgr.Cursor) (msgs []clientmgr.Message, head clientmgr.Cursor, err error) {
 	read := func() { msgs, head = b.e.read(topic, after) }
 	if hook := b.duringHistory; hook != nil {
 		b.duringHistory = nil
@@ -121,7 +121,7 @@ func (e *engine) read(topic string, after clientmgr.Cursor) ([]clientmgr.Message
 }
 
 func (b *engineBroker) Head(ctx context.Context, topic string) (clientmgr.Cursor, error) {
-	_, head, err := b.History(ctx, topic, clientmgr.Cursor{Seq: ^uint64(0) >> 1})
+	_, head, err := b.History(ctx, topic, clientmgr.Cursor{Seq: ^uint64(0) >> 1}, clientmgr.Cursor{})
 	return head, err
 }
 
@@ -246,9 +246,12 @@ func TestInterruptedWakesEveryone(t *testing.T) {
 	})
 }
 
-// A broker that cannot start: Open returns its error, New panics saying
-// so, and nothing is left running.
-type brokenBroker struct{ engineBroker }
+// A broker that cannot start: Open returns its error and closes the
+// broker, New panics saying so, and nothing is left running.
+type brokenBroker struct {
+	engineBroker
+	closed bool
+}
 
 var errNoEngine = errors.New("engine unreachable")
 
@@ -256,10 +259,17 @@ func (*brokenBroker) Start(context.Context, clientmgr.Node, clientmgr.BrokerConf
 	return errNoEngine
 }
 
+func (b *brokenBroker) Close() error {
+	b.closed = true
+	return nil
+}
+
 func TestBrokerStartFailure(t *testing.T) {
-	m, err := clientmgr.Open(t.Context(), clientmgr.WithBroker(&brokenBroker{}))
+	b := &brokenBroker{}
+	m, err := clientmgr.Open(t.Context(), clientmgr.WithBroker(b))
 	assert.Nil(t, m)
 	assert.ErrorIs(t, err, errNoEngine)
+	assert.True(t, b.closed, "the Manager closed the broker that failed to start")
 	assert.PanicsWithValue(t, "clientmgr: starting the broker: engine unreachable (use clientmgr.Open to handle a broker's error)",
 		func() { clientmgr.New(clientmgr.WithBroker(&brokenBroker{})) })
 }
@@ -279,4 +289,33 @@ func TestCloseClosesTheBroker(t *testing.T) {
 	assert.ErrorIs(t, m.Close(), errNoEngine)
 	assert.True(t, b.closed)
 	assert.ErrorIs(t, m.Close(), errNoEngine, "Close again returns the same")
+}
+
+// EpochStarted: the broker's engine started a new epoch with no message
+// yet. The clients waiting on the topic are woken, and their next poll is
+// told; the node stands at the new epoch, so a client given its cursor
+// waits for the epoch's first message.
+func TestEpochStartedWakesWaitingClients(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEngine(16)
+		a, onA := e.node(t)
+		h := longPoll(t, a, nil)
+		old := broadcast(t, a, "room", "old")
+		p := start(h, "/?topic=room&cursor="+old.Cursor().String())
+		synctest.Wait()
+		epoch := clientmgr.NewEpoch()
+		e.mu.Lock()
+		e.topics["room"] = &engineTopic{epoch: epoch}
+		e.mu.Unlock()
+		onA.node.EpochStarted("room", epoch)
+		assert.Empty(t, p.wait().Body.String(), "woken")
+		fresh := clientmgr.Cursor{Epoch: epoch}
+		assert.Equal(t, "room incomplete, next "+fresh.String()+"\n",
+			start(h, "/?topic=room&cursor="+old.Cursor().String()).wait().Body.String())
+		q := start(h, "/?topic=room&cursor="+fresh.String())
+		synctest.Wait()
+		assert.Equal(t, 1, a.Count("room"), "waiting at the new epoch's start, without reading the history")
+		broadcast(t, a, "room", "new")
+		assert.Equal(t, "room/1:new\n", q.wait().Body.String())
+	})
 }

@@ -2,6 +2,7 @@ package clientmgr
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"slices"
@@ -77,7 +78,7 @@ func Open(ctx context.Context, opts ...Option) (*Manager, error) {
 	}
 	m.metrics = newMetrics(cfg.registerer)
 	if err := m.broker.Start(ctx, node{m}, BrokerConfig{History: cfg.history, HistoryBytes: cfg.historyBytes}); err != nil {
-		return nil, fmt.Errorf("clientmgr: starting the broker: %w", err)
+		return nil, errors.Join(fmt.Errorf("clientmgr: starting the broker: %w", err), m.broker.Close())
 	}
 	go m.reclaimIdle()
 	return m, nil
@@ -182,10 +183,11 @@ func (m *Manager) RegisterCursor(ctx context.Context, topicName string, after Cu
 		s.mu.Unlock()
 		return nil
 	}
+	seen := t.pos
 	s.mu.Unlock()
 
 	m.metrics.historyReads.Inc()
-	msgs, head, err := m.broker.History(ctx, topicName, after)
+	msgs, head, err := m.broker.History(ctx, topicName, after, seen)
 	if err != nil {
 		m.unsubscribe(t, cl)
 		cl.abandon(p)
@@ -314,6 +316,23 @@ func (m *Manager) deliver(msg Message) error {
 	return nil
 }
 
+// epochStarted moves this node's copy of the topic to a new epoch that has
+// no message yet, and wakes the clients waiting for the topic: their
+// cursors are of the old epoch.
+func (m *Manager) epochStarted(topicName string, epoch uint64) {
+	s := m.shard(topicName)
+	s.mu.Lock()
+	t := s.topics[topicName]
+	if t == nil || t.pos.Epoch == epoch {
+		s.mu.Unlock()
+		return // nobody here, or the node has seen the epoch already
+	}
+	t.pos, t.fresh = Cursor{Epoch: epoch}, true
+	woken := m.breakOffLocked(t, true)
+	s.mu.Unlock()
+	resumeAll(woken)
+}
+
 // breakOffLocked finishes the batches of every client registered on t
 // (complete or not) and returns the suspensions to resume.
 func (m *Manager) breakOffLocked(t *topic, complete bool) []continuation.Handle {
@@ -355,11 +374,23 @@ func (m *Manager) History(ctx context.Context, topicName string, after Cursor) (
 	if !validTopic(topicName) {
 		return Batch{}, fmt.Errorf("%w: %q", ErrInvalidTopic, topicName)
 	}
-	msgs, head, err := m.broker.History(ctx, topicName, after)
+	msgs, head, err := m.broker.History(ctx, topicName, after, m.position(topicName))
 	if err != nil {
 		return Batch{}, fmt.Errorf("clientmgr: reading the history of %q: %w", topicName, err)
 	}
 	return window(topicName, after, msgs, head), nil
+}
+
+// position is where this node's copy of the topic stands (the zero Cursor
+// if it holds none).
+func (m *Manager) position(topicName string) Cursor {
+	s := m.shard(topicName)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t := s.topics[topicName]; t != nil {
+		return t.pos
+	}
+	return Cursor{}
 }
 
 // Since returns the topic's history after Seq `after`, and whether it is
@@ -498,3 +529,6 @@ type node struct{ m *Manager }
 
 func (n node) Deliver(msg Message) error { return n.m.deliver(msg) }
 func (n node) Interrupted()              { n.m.interrupted() }
+func (n node) EpochStarted(topic string, epoch uint64) {
+	n.m.epochStarted(topic, epoch)
+}

@@ -70,7 +70,8 @@ func (b *memoryBroker) Publish(ctx context.Context, topic string, data []byte, _
 	return msg, nil
 }
 
-func (b *memoryBroker) History(ctx context.Context, topic string, after Cursor) ([]Message, Cursor, error) {
+// History ignores seen, as Publish does.
+func (b *memoryBroker) History(ctx context.Context, topic string, after, _ Cursor) ([]Message, Cursor, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, Cursor{}, err
 	}

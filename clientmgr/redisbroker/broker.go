@@ -208,6 +208,10 @@ func (b *Broker) receive(ch <-chan any) {
 				b.cfg.logger.Error("redisbroker: a malformed message on the channel", "err", err)
 				continue
 			}
+			if msg.Seq == 0 {
+				b.node.EpochStarted(msg.Topic, msg.Epoch)
+				continue
+			}
 			if errors.Is(b.node.Deliver(msg), clientmgr.ErrSequenceRewound) {
 				b.metrics.rewinds.Inc()
 				b.cfg.logger.Warn("redisbroker: a topic's sequence went back in Redis (restored from an older snapshot, or a failover to a lagging replica); the topic starts a new epoch",

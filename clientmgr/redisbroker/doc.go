@@ -52,26 +52,34 @@
 //
 //   - Redis has no epoch for it: a new topic, or Redis lost its keys (a
 //     restart without persistence, FLUSHALL, eviction);
-//   - the publishing node has seen, in the current epoch, a Seq beyond
-//     Redis's: Redis lost its last writes (appendfsync everysec and a
-//     crash of the machine), and would hand those Seqs out again;
+//   - a node that has seen, in the current epoch, a Seq beyond Redis's
+//     publishes or reads the history (Publish's and History's seen): Redis
+//     lost its last writes (appendfsync everysec and a crash of the
+//     machine), was restored from an older snapshot (RDB, the default
+//     persistence) or failed over to a replica that lagged, and would hand
+//     those Seqs out again;
 //   - a node is given a message that goes back in its topic's sequence
-//     within an epoch ([clientmgr.ErrSequenceRewound]): Redis was restored
-//     from an older snapshot (RDB, the default persistence), or failed over
-//     to a replica that lagged. The node's broker starts the new epoch,
-//     unless another node already did.
+//     within an epoch ([clientmgr.ErrSequenceRewound]): another node, one
+//     that had not seen as much, published first after such a loss. The
+//     node's broker starts the new epoch, unless another node already did.
 //
-// Clients whose cursors are of the old epoch then get what the new one has,
-// with Complete false: the application can say "you may have missed
-// messages". Messages Redis lost are gone; what matters is that no client
-// is told it has them all. One window stays: a node reads the history on
-// Redis's word, so between the first publish after a rollback and the
-// moment a node that saw more is given that message (or publishes), a
-// client whose cursor is at or below the restored Seq may receive what
-// was published since as the continuation of its cursor, on any node; it
-// is told at its next poll once the new epoch has started. A node that
-// was disconnected through the rollback notices at the next message it is
-// given.
+// A new epoch started by a node that noticed a loss is announced on the
+// channel, so every node wakes the clients waiting in the old one at once
+// ([clientmgr.Node].EpochStarted). Clients whose cursors are of the old
+// epoch then get what the new one has, with Complete false: the
+// application can say "you may have missed messages". Messages Redis lost
+// are gone; what matters is that no client is told it has them all.
+//
+// After Redis restarts, every node is subscribed again and wakes its
+// waiting clients, whose next registrations read the history with the
+// node's position: the first one on a node that saw more than Redis kept
+// starts the new epoch. One window stays: a node that never saw the topic
+// takes Redis's word, so if such a node publishes after a rollback before
+// any node that saw more has read or been given anything of the topic, a
+// client of the first node whose cursor is at or below the restored Seq
+// receives that message as the continuation of its cursor; it is told at
+// its next poll, once a node that saw more has started the new epoch (at
+// the latest when that message reaches it).
 //
 // # Operating it
 //

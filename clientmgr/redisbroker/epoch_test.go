@@ -50,8 +50,9 @@ func TestSnapshotRollback(t *testing.T) {
 	head, err := a.mgr.Head(t.Context(), "room")
 	require.NoError(t, err)
 	require.Equal(t, at(200), head, "Redis rolled back")
-	// Subscribed again, the nodes wake their clients, who ask again and are
-	// told at once: Redis is behind their cursor.
+	// Subscribed again, the nodes wake their clients, who ask again with
+	// Seq 300. The node has seen 300 of this epoch and Redis has 200: the
+	// history read starts a new epoch at once, and both clients are told.
 	for _, w := range []struct {
 		c    *client
 		n    *node
@@ -60,57 +61,30 @@ func TestSnapshotRollback(t *testing.T) {
 		assert.Empty(t, w.c.answer(t, <-w.wait).Messages, "woken")
 		batch := w.c.poll(t, w.n)
 		assert.False(t, batch.Complete)
-		assert.Equal(t, at(200), batch.Next)
+		assert.Greater(t, batch.Next.Epoch, epoch, "the new epoch")
+		assert.Zero(t, batch.Next.Seq)
 	}
+	assert.Equal(t, 1.0, a.metric("cometkit_redis_loss_epochs_total")+b.metric("cometkit_redis_loss_epochs_total"),
+		"one new epoch, whichever node read first")
 
-	// At Seq 200 they wait again, and so does a client on c, new.
+	// A client of the old epoch on c, a node that never saw the topic, and
+	// a publish there: nothing of the old epoch is handed out again.
 	c := newNode(t, r.Addr, 256)
 	onC := newClient("room", pub, at(200))
-	waitA, waitB, waitC := onA.pollAsync(a), onB.pollAsync(b), onC.pollAsync(c)
-	awaitRegistered(t, a, "room", 1)
-	awaitRegistered(t, b, "room", 1)
-	awaitRegistered(t, c, "room", 1)
 	fromC := pub.broadcast(t, c, "room", "c 1")
-	require.Equal(t, at(201), fromC.Cursor(), "Redis handed out Seq 201 again")
-	// a and b had Seq 300: they refuse c's message as a rewind and tell
-	// their clients at once. A registration whose read of the history
-	// reached Redis after c's publish, but before its node was given the
-	// message, takes it as Seq 201 on Redis's word: the window the package
-	// doc describes. Its client is told at its next poll.
-	for _, w := range []struct {
-		c    *client
-		wait <-chan polled
-	}{{onA, waitA}, {onB, waitB}} {
-		if batch := w.c.answer(t, <-w.wait); batch.Complete {
-			t.Logf("a registration read the history before its node had c's message")
-			assert.Equal(t, texts(fromC), texts(batch.Messages...))
-		} else {
-			assert.Empty(t, batch.Messages, "not given c's message as the old Seq 201")
-		}
-	}
-	require.Eventually(t, func() bool {
-		head, err := a.mgr.Head(t.Context(), "room")
-		return err == nil && head.Epoch > epoch && head.Seq == 0
-	}, 10*time.Second, 5*time.Millisecond, "the topic starts a new epoch")
-	assert.Equal(t, 2.0, a.metric("cometkit_redis_rewinds_total")+b.metric("cometkit_redis_rewinds_total"))
-	assert.Equal(t, 1.0, a.metric("cometkit_redis_loss_epochs_total")+b.metric("cometkit_redis_loss_epochs_total"),
-		"one new epoch, whichever node reported first")
-
-	// c's client was at the restored Seq: it got c's message as the next
-	// one. That is the window Redis's word is taken in; it is told at its
-	// next poll, before anything of the new epoch.
-	onC.answer(t, <-waitC)
-	assert.Equal(t, texts(fromC), texts(onC.got...))
-	next := pub.broadcast(t, c, "room", "c 2")
-	require.NotEqual(t, epoch, next.Epoch)
-	require.Equal(t, uint64(1), next.Seq)
-
+	require.Greater(t, fromC.Epoch, epoch)
+	require.Equal(t, uint64(1), fromC.Seq)
 	for i, cl := range []*client{onA, onB, onC} {
 		told := cl.told
-		require.True(t, cl.pollUntil(t, on(a), next.Cursor()))
-		assert.Greater(t, cl.told, told, "client %d is told it may have missed messages", i)
-		assert.Equal(t, next.Cursor(), cl.got[len(cl.got)-1].Cursor())
+		require.True(t, cl.pollUntil(t, on(a), fromC.Cursor()))
+		assert.Equal(t, fromC.Cursor(), cl.got[len(cl.got)-1].Cursor(), "client %d", i)
+		if i == 2 {
+			assert.Greater(t, cl.told, told, "c's client, at the old Seq 200, is told it may have missed messages")
+		}
 	}
+	assert.Zero(t, a.metric("cometkit_redis_rewinds_total")+b.metric("cometkit_redis_rewinds_total"),
+		"no message went back: the epoch changed before any was published")
+
 	// Every cursor of the old epoch, on every node: incomplete, with what
 	// the new epoch has.
 	for _, seq := range []uint64{1, 150, 200, 201, 250, 300} {
@@ -118,7 +92,43 @@ func TestSnapshotRollback(t *testing.T) {
 			cl := newClient("room", pub, at(seq))
 			batch := cl.poll(t, n)
 			assert.False(t, batch.Complete, "cursor %v", at(seq))
-			assert.Equal(t, texts(next), texts(batch.Messages...), "cursor %v", at(seq))
+			assert.Equal(t, texts(fromC), texts(batch.Messages...), "cursor %v", at(seq))
+		}
+	}
+}
+
+// The rollback seen from the other side: no client of a node that saw
+// Seq 10 asks again before a node that never saw the topic publishes.
+// Redis hands out Seq 6 of the old epoch again; the node that had Seq 10
+// refuses it as a rewind and starts a new epoch, so that every cursor of
+// the broken one is answered incomplete from then on.
+func TestSnapshotRollbackRewind(t *testing.T) {
+	r := testredis.Start(t, "--appendonly", "no")
+	pub := newPublished()
+	a := newNode(t, r.Addr, 256)
+	var last clientmgr.Message
+	for i := 1; i <= 10; i++ {
+		last = pub.broadcast(t, a, "room", fmt.Sprintf("old %d", i))
+		if i == 5 {
+			_, err := r.Do("SAVE")
+			require.NoError(t, err)
+		}
+	}
+	awaitLast(t, a, "room", last.Cursor())
+	r.Kill()
+	r.Restart() // Seq 5 of the same epoch
+	require.Eventually(t, func() bool { return a.metric("cometkit_redis_resubscriptions_total") >= 1 }, 10*time.Second, 5*time.Millisecond)
+	c := newNode(t, r.Addr, 256)
+	again := pub.broadcast(t, c, "room", "new 6")
+	require.Equal(t, clientmgr.Cursor{Epoch: last.Epoch, Seq: 6}, again.Cursor(), "Redis handed out Seq 6 again")
+	require.Eventually(t, func() bool { return a.metric("cometkit_redis_rewinds_total") == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		head, err := a.mgr.Head(t.Context(), "room")
+		return err == nil && head.Epoch > last.Epoch
+	}, 10*time.Second, 5*time.Millisecond, "the topic starts a new epoch")
+	for _, cur := range []clientmgr.Cursor{last.Cursor(), again.Cursor()} {
+		for _, n := range []*node{a, c} {
+			assert.False(t, newClient("room", pub, cur).poll(t, n).Complete, "cursor %v", cur)
 		}
 	}
 }

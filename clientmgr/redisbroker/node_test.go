@@ -25,6 +25,7 @@ import (
 type recorder struct {
 	mu          sync.Mutex
 	msgs        []clientmgr.Message
+	epochs      []uint64 // EpochStarted's
 	interrupted int
 	refuse      func(clientmgr.Message) bool
 }
@@ -37,6 +38,18 @@ func (r *recorder) Deliver(msg clientmgr.Message) error {
 		return fmt.Errorf("%w: %v", clientmgr.ErrSequenceRewound, msg.Cursor())
 	}
 	return nil
+}
+
+func (r *recorder) EpochStarted(topic string, epoch uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.epochs = append(r.epochs, epoch)
+}
+
+func (r *recorder) started() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uint64(nil), r.epochs...)
 }
 
 func (r *recorder) Interrupted() {
@@ -101,7 +114,7 @@ func historyAsInProcess(t *testing.T, cfg clientmgr.BrokerConfig) {
 	defer mb.Close()
 
 	for _, b := range []clientmgr.Broker{rb, mb} {
-		msgs, head, err := b.History(t.Context(), "room", clientmgr.Cursor{Seq: 3})
+		msgs, head, err := b.History(t.Context(), "room", clientmgr.Cursor{Seq: 3}, clientmgr.Cursor{})
 		require.NoError(t, err)
 		assert.Empty(t, msgs)
 		assert.Zero(t, head, "no sequence yet")
@@ -125,7 +138,7 @@ func historyAsInProcess(t *testing.T, cfg clientmgr.BrokerConfig) {
 		Epoch bool // the head and every message are of the topic's epoch
 	}
 	read := func(b clientmgr.Broker, epoch uint64, after clientmgr.Cursor) answer {
-		msgs, head, err := b.History(t.Context(), "room", after)
+		msgs, head, err := b.History(t.Context(), "room", after, clientmgr.Cursor{})
 		require.NoError(t, err)
 		a := answer{Seqs: seqs(msgs), Head: head.Seq, Epoch: head.Epoch == epoch}
 		for _, m := range msgs {
@@ -151,7 +164,7 @@ func historyAsInProcess(t *testing.T, cfg clientmgr.BrokerConfig) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	_, _, err = rb.History(ctx, "room", clientmgr.Cursor{})
+	_, _, err = rb.History(ctx, "room", clientmgr.Cursor{}, clientmgr.Cursor{})
 	assert.ErrorIs(t, err, context.Canceled)
 	_, err = rb.Head(ctx, "room")
 	assert.ErrorIs(t, err, context.Canceled)
@@ -181,7 +194,7 @@ func TestPublishWhenRedisIsBehind(t *testing.T) {
 	behind = publish(t, b, "room", "from a node behind", renewed.Cursor())
 	assert.Equal(t, clientmgr.Cursor{Epoch: renewed.Epoch, Seq: 3}, behind.Cursor())
 	assert.Equal(t, 1.0, metricOf(reg, "cometkit_redis_loss_epochs_total"))
-	msgs, _, err := b.History(t.Context(), "room", clientmgr.Cursor{})
+	msgs, _, err := b.History(t.Context(), "room", clientmgr.Cursor{}, clientmgr.Cursor{})
 	require.NoError(t, err)
 	assert.Equal(t, []uint64{1, 2, 3}, seqs(msgs), "the old epoch's stream is gone")
 
@@ -217,6 +230,10 @@ func TestRewindStartsOneNewEpoch(t *testing.T) {
 		return head.Epoch > first.Epoch
 	}, 10*time.Second, 2*time.Millisecond)
 	assert.Equal(t, uint64(0), head.Seq, "a new sequence, nothing in it yet")
+	for _, n := range []*recorder{n1, n2} {
+		require.Eventually(t, func() bool { return len(n.started()) == 1 }, 10*time.Second, 2*time.Millisecond)
+		assert.Equal(t, []uint64{head.Epoch}, n.started(), "every node is told of the new epoch before any message of it")
+	}
 	next := publish(t, b2, "room", "3", clientmgr.Cursor{})
 	assert.Equal(t, clientmgr.Cursor{Epoch: head.Epoch, Seq: 1}, next.Cursor())
 	// Each node handles its deliveries in order: once both have the next
@@ -228,7 +245,7 @@ func TestRewindStartsOneNewEpoch(t *testing.T) {
 	assert.Equal(t, 1.0, metricOf(reg2, "cometkit_redis_rewinds_total"))
 	assert.Equal(t, 1.0, metricOf(reg1, "cometkit_redis_loss_epochs_total")+metricOf(reg2, "cometkit_redis_loss_epochs_total"))
 
-	msgs, h, err := b1.History(t.Context(), "room", first.Cursor())
+	msgs, h, err := b1.History(t.Context(), "room", first.Cursor(), clientmgr.Cursor{})
 	require.NoError(t, err)
 	assert.Equal(t, next.Cursor(), h)
 	assert.Equal(t, texts(next), texts(msgs...), "a cursor of the broken epoch gets the new one's messages")

@@ -29,8 +29,11 @@ end
 -- startEpoch gives the topic a new epoch: now (the caller's clock) unless
 -- that is not later than floor, then floor + 1; so a topic's epochs only
 -- grow, whatever the nodes' clocks. The old sequence's stream goes with
--- it, and the sequence starts again.
-local function startEpoch(now, floor)
+-- it, and the sequence starts again. With a channel, the new epoch is
+-- announced on it ("0 <time> <epoch> <len(topic)> <topic>": Seq 0, no
+-- data), so that every node wakes the clients waiting in the old one
+-- without waiting for a message of the new one.
+local function startEpoch(now, floor, channel, topic)
 	if floor and not later(now, floor) then
 		redis.call('SET', KEYS[3], floor)
 		redis.call('INCR', KEYS[3])
@@ -39,7 +42,11 @@ local function startEpoch(now, floor)
 	end
 	redis.call('DEL', KEYS[2])
 	redis.call('SET', KEYS[1], 0)
-	return redis.call('GET', KEYS[3])
+	local epoch = redis.call('GET', KEYS[3])
+	if channel then
+		redis.call('PUBLISH', channel, string.format('0 %s %s %d ', now, epoch, #topic) .. topic)
+	end
+	return epoch
 end
 `
 
@@ -82,11 +89,12 @@ return {seq, epoch, why}
 // rewindScript starts a new epoch for a topic whose sequence went back
 // within its epoch, if the epoch is still that one (ARGV[1]): every node
 // that noticed reports it, and the first report does it. ARGV[2] is the
-// time in Unix nanoseconds. Returns 1 if it started the epoch.
+// time in Unix nanoseconds, ARGV[3] the channel, ARGV[4] the topic.
+// Returns 1 if it started the epoch.
 var rewindScript = redis.NewScript(epochFunctions + `
 local epoch = redis.call('GET', KEYS[3])
 if epoch ~= ARGV[1] then return 0 end
-startEpoch(ARGV[2], epoch)
+startEpoch(ARGV[2], epoch, ARGV[3], ARGV[4])
 return 1
 `)
 
@@ -94,13 +102,22 @@ return 1
 // entries after the cursor (ARGV[1] epoch, "0" for none; ARGV[2] Seq) if
 // it is a position of the current epoch, else the newest entries: the
 // newest ARGV[3] of them at most, and, when ARGV[4] is not 0, only as many
-// of the newest as hold ARGV[4] bytes of data (at least one). Returns {}
-// for a topic with no epoch, else {epoch, seq, then id, time, epoch, data
-// of each entry, oldest first}; a field an entry lacks is nil.
-var historyScript = redis.NewScript(`
+// of the newest as hold ARGV[4] bytes of data (at least one). First, if
+// the asking node has seen (ARGV[5] epoch, ARGV[6] Seq) more of the current
+// epoch than Redis has, Redis lost data: the topic starts a new epoch
+// (ARGV[7] is the time in Unix nanoseconds, ARGV[8] the channel, ARGV[9]
+// the topic), as a rewind does. Returns {}
+// for a topic with no epoch, else {epoch, seq, 1 if it started the epoch
+// else 0, then id, time, epoch, data of each entry, oldest first}; a field
+// an entry lacks is nil.
+var historyScript = redis.NewScript(epochFunctions + `
 local epoch = redis.call('GET', KEYS[3])
 if not epoch then return {} end
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local started = 0
+if ARGV[5] == epoch and tonumber(ARGV[6]) > last then
+	epoch, last, started = startEpoch(ARGV[7], epoch, ARGV[8], ARGV[9]), 0, 1
+end
 local after = tonumber(ARGV[2])
 local from = '-'
 if (ARGV[1] == '0' or ARGV[1] == epoch) and after <= last then
@@ -118,7 +135,7 @@ for i = 1, #entries do
 	if budget > 0 and size > budget and i > 1 then break end
 	kept[i] = {entries[i][1], t, e, d}
 end
-local out = {epoch, last}
+local out = {epoch, last, started}
 for i = #kept, 1, -1 do
 	for j = 1, 4 do table.insert(out, kept[i][j]) end
 end
@@ -156,11 +173,17 @@ func (b *Broker) Publish(ctx context.Context, topic string, data []byte, seen cl
 		return clientmgr.Message{}, fmt.Errorf("redisbroker: publish on %q: %w", topic, err)
 	}
 	if why == dataLost {
-		b.metrics.lossEpochs.Inc()
-		b.cfg.logger.Warn("redisbroker: Redis had lost messages of the topic that this node had seen; the topic starts a new epoch",
-			"topic", topic, "seen", seen.String(), "epoch", strconv.FormatUint(epoch, 10))
+		b.lostData(topic, seen, epoch)
 	}
 	return clientmgr.Message{Topic: topic, Epoch: epoch, Seq: seq, Data: data, Time: time.Unix(0, now)}, nil
+}
+
+// lostData reports a new epoch started because Redis was behind what this
+// node had seen of the topic.
+func (b *Broker) lostData(topic string, seen clientmgr.Cursor, epoch uint64) {
+	b.metrics.lossEpochs.Inc()
+	b.cfg.logger.Warn("redisbroker: Redis had lost messages of the topic that this node had seen; the topic starts a new epoch",
+		"topic", topic, "seen", seen.String(), "epoch", strconv.FormatUint(epoch, 10))
 }
 
 func parsePublishReply(reply []any) (seq, epoch uint64, why int64, err error) {
@@ -182,11 +205,12 @@ func parsePublishReply(reply []any) (seq, epoch uint64, why int64, err error) {
 // first. It returns what the stream holds, trimmed or
 // not; the Manager decides whether that honours the cursor. An entry it
 // cannot read ends the messages there.
-func (b *Broker) History(ctx context.Context, topic string, after clientmgr.Cursor) ([]clientmgr.Message, clientmgr.Cursor, error) {
+func (b *Broker) History(ctx context.Context, topic string, after, seen clientmgr.Cursor) ([]clientmgr.Message, clientmgr.Cursor, error) {
 	if b.ctx.Err() != nil {
 		return nil, clientmgr.Cursor{}, ErrClosed
 	}
-	reply, err := historyScript.Run(ctx, b.rdb, b.topicKeys(topic), after.Epoch, after.Seq, b.history, b.historyBytes).Slice()
+	reply, err := historyScript.Run(ctx, b.rdb, b.topicKeys(topic), after.Epoch, after.Seq, b.history, b.historyBytes,
+		seen.Epoch, seen.Seq, time.Now().UnixNano(), b.channel, topic).Slice()
 	if err != nil {
 		b.metrics.errors.WithLabelValues("history").Inc()
 		return nil, clientmgr.Cursor{}, fmt.Errorf("redisbroker: history of %q: %w", topic, err)
@@ -195,11 +219,15 @@ func (b *Broker) History(ctx context.Context, topic string, after clientmgr.Curs
 		return nil, clientmgr.Cursor{}, nil // no sequence
 	}
 	head, err := parseHead(reply[0], reply[1])
-	if err != nil || len(reply)%4 != 2 {
+	started, _ := reply[2].(int64)
+	if err != nil || len(reply)%4 != 3 {
 		b.metrics.errors.WithLabelValues("history").Inc()
 		return nil, clientmgr.Cursor{}, fmt.Errorf("redisbroker: history of %q: %w: script reply of %d values", topic, errBadPayload, len(reply))
 	}
-	entries := reply[2:]
+	if started == 1 {
+		b.lostData(topic, seen, head.Epoch)
+	}
+	entries := reply[3:]
 	msgs := make([]clientmgr.Message, 0, len(entries)/4)
 	for i := 0; i < len(entries); i += 4 {
 		msg, err := fromEntry(topic, entries[i], entries[i+1], entries[i+2], entries[i+3])
@@ -276,7 +304,7 @@ func parseEpoch(v any) (uint64, error) {
 func (b *Broker) startNewEpoch(topic string, broken uint64) {
 	for backoff := retryMin; ; backoff = min(2*backoff, retryMax) {
 		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.publishTimeout)
-		started, err := rewindScript.Run(ctx, b.rdb, b.topicKeys(topic), broken, time.Now().UnixNano()).Int()
+		started, err := rewindScript.Run(ctx, b.rdb, b.topicKeys(topic), broken, time.Now().UnixNano(), b.channel, topic).Int()
 		cancel()
 		if err == nil {
 			if started == 1 {

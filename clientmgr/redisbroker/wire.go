@@ -26,8 +26,9 @@ func (b *Broker) topicKeys(topic string) []string {
 
 var errBadPayload = errors.New("malformed message")
 
-// decode parses a message published by publishScript on the channel:
-// "<seq> <time> <epoch> <len(topic)> <topic><data>".
+// decode parses a message published on the channel:
+// "<seq> <time> <epoch> <len(topic)> <topic><data>". Seq 0, with no data,
+// is the announcement of a new epoch (startEpoch).
 func decode(payload string) (clientmgr.Message, error) {
 	var fields [4]uint64
 	rest := payload
@@ -43,7 +44,7 @@ func decode(payload string) (clientmgr.Message, error) {
 		fields[i], rest = n, tail
 	}
 	seq, nanos, epoch, topicLen := fields[0], fields[1], fields[2], fields[3]
-	if seq == 0 || epoch == 0 || topicLen == 0 || topicLen > uint64(len(rest)) {
+	if epoch == 0 || topicLen == 0 || topicLen > uint64(len(rest)) || (seq == 0 && topicLen != uint64(len(rest))) {
 		return clientmgr.Message{}, errBadPayload
 	}
 	return clientmgr.Message{

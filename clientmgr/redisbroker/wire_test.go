@@ -22,7 +22,7 @@ func TestDecode(t *testing.T) {
 	assert.Equal(t, "a ", msg.Topic, "the topic is counted, not split on spaces")
 	assert.Equal(t, "bdata with spaces ", string(msg.Data))
 
-	for _, bad := range []string{"", "1 2 3", "x 1 1 1 t", "0 1 1 1 t", "1 1 0 1 t", "1 1 1 0 ", "1 1 1 9 short", "-1 1 1 1 t"} {
+	for _, bad := range []string{"", "1 2 3", "x 1 1 1 t", "0 1 1 1 tdata", "1 1 0 1 t", "1 1 1 0 ", "1 1 1 9 short", "-1 1 1 1 t"} {
 		_, err := decode(bad)
 		assert.ErrorIs(t, err, errBadPayload, "%q", bad)
 	}
