@@ -22,10 +22,13 @@ import (
 // Dispatcher began draining meanwhile, 413 or 400 for a body that cannot
 // be read) or the client has gone and nobody is left to answer.
 func (d *Dispatcher) readBody(c *Continuation, w http.ResponseWriter, r *http.Request) bool {
-	if r.Body == nil || r.Body == http.NoBody {
+	if !hasBody(r) {
 		return true
 	}
 	c.req.Body = &c.body
+	if r.ProtoMajor < 2 {
+		c.rw.closeIfUnread = &c.body
+	}
 	rc := http.NewResponseController(w)
 	if rc.SetReadDeadline(time.Now().Add(d.cfg.bodyTimeout)) != nil {
 		// A writer without read deadlines (a recorder, a wrapper without
@@ -36,7 +39,7 @@ func (d *Dispatcher) readBody(c *Continuation, w http.ResponseWriter, r *http.Re
 	drained := make(chan struct{})
 	stop := context.AfterFunc(d.draining, func() {
 		defer close(drained)
-		_ = rc.SetReadDeadline(time.Unix(1, 0))
+		_ = rc.SetReadDeadline(aLongTimeAgo)
 	})
 	err := c.body.readAhead(r.Body, d.cfg.bodyBuffer, r.ContentLength)
 	interrupted := !stop()
@@ -54,8 +57,7 @@ func (d *Dispatcher) bodyRead(w http.ResponseWriter, r *http.Request, err error,
 	case interrupted:
 		// Even if the body came in full: the deadline is in the past now,
 		// and on HTTP/1.1 net/http would take it for a lost client.
-		closeAfter(w, r)
-		d.refuse(w, "server shutting down")
+		d.refuse(w, r, "server shutting down")
 	case err == nil:
 		return true
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -74,21 +76,44 @@ func (d *Dispatcher) bodyRead(w http.ResponseWriter, r *http.Request, err error,
 	return false
 }
 
-// closeAfter asks net/http to close an HTTP/1.x connection after this
-// response: the rest of the body is still on it, unread, so the next
-// request could not be found. An HTTP/2 stream ends on its own.
+// aLongTimeAgo is a read deadline that has passed: it makes a read that
+// waits for the client fail at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// closeAfter prepares the answer to an HTTP/1.x request whose body is
+// (partly) still on the connection, and which nobody will read: the
+// connection closes after the answer, since the next request could not be
+// found behind the rest of the body, and nobody waits for that rest
+// (net/http would read it, before the answer or after, for as long as the
+// client takes). An HTTP/2 stream ends on its own.
 func closeAfter(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor < 2 {
 		w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(aLongTimeAgo)
 	}
 }
+
+// dropUnreadBody ends an HTTP/1.x request whose body nobody read to its
+// end, once its dispatches are over: net/http, which reads up to 256 KiB
+// of an unread body after the answer, then gives up at once (and closes
+// the connection) instead of waiting for a slow client until the body
+// deadline. The answer itself closed the connection if it began while
+// the body was unread (see responseWriter.commit).
+func (c *Continuation) dropUnreadBody() {
+	if c.rw.closeIfUnread != nil && c.body.rest != nil {
+		_ = http.NewResponseController(c.rw.w).SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// hasBody reports whether r comes with a body to read.
+func hasBody(r *http.Request) bool { return r.Body != nil && r.Body != http.NoBody }
 
 // requestBody is the body every dispatch reads: the bytes read ahead from
 // memory, then, for a body longer than the buffer, the rest from
 // net/http's body as the handler asks for it.
 type requestBody struct {
 	ahead  []byte        // read ahead and not yet read by the handler
-	rest   io.ReadCloser // net/http's body; nil once it has been read to its end
+	rest   io.ReadCloser // net/http's body while it has bytes to come; nil once read to its end
 	closed bool
 }
 
@@ -144,7 +169,11 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	case b.rest == nil:
 		return 0, io.EOF
 	}
-	return b.rest.Read(p)
+	n, err := b.rest.Read(p)
+	if err == io.EOF {
+		b.rest = nil
+	}
+	return n, err
 }
 
 // Close lets the buffer go. It leaves net/http's body alone: net/http

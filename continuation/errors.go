@@ -28,7 +28,8 @@ var (
 	// already suspended on the Dispatcher.
 	ErrOverloaded = errors.New("continuation: too many suspended requests")
 
-	// ErrShutdown is returned by Suspend once Dispatcher.Shutdown has begun:
-	// the handler should answer now instead of waiting.
+	// ErrShutdown is returned by Suspend once Dispatcher.Drain (or
+	// Shutdown) has begun: the handler should answer now instead of
+	// waiting.
 	ErrShutdown = errors.New("continuation: dispatcher shutting down")
 )
