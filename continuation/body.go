@@ -25,33 +25,34 @@ func (d *Dispatcher) readBody(c *Continuation, w http.ResponseWriter, r *http.Re
 	if !hasBody(r) {
 		return true
 	}
-	c.req.Body = &c.body
+	body := &requestBody{}
+	c.req.Body = body
 	if r.ProtoMajor < 2 {
-		c.rw.closeIfUnread = &c.body
+		c.rw.closeIfUnread = body
 	}
 	rc := http.NewResponseController(w)
 	if rc.SetReadDeadline(time.Now().Add(d.cfg.bodyTimeout)) != nil {
 		// A writer without read deadlines (a recorder, a wrapper without
 		// Unwrap): nothing can bound or interrupt the read, so read as a
 		// handler would have.
-		return d.bodyRead(w, r, c.body.readAhead(r.Body, d.cfg.bodyBuffer, r.ContentLength), false)
+		return d.afterReadAhead(w, r, body.readAhead(r.Body, d.cfg.bodyBuffer, r.ContentLength), false)
 	}
 	drained := make(chan struct{})
 	stop := context.AfterFunc(d.draining, func() {
 		defer close(drained)
 		_ = rc.SetReadDeadline(aLongTimeAgo)
 	})
-	err := c.body.readAhead(r.Body, d.cfg.bodyBuffer, r.ContentLength)
+	err := body.readAhead(r.Body, d.cfg.bodyBuffer, r.ContentLength)
 	interrupted := !stop()
 	if interrupted {
 		<-drained // it uses the writer, which is ours only until we return
 	}
-	return d.bodyRead(w, r, err, interrupted)
+	return d.afterReadAhead(w, r, err, interrupted)
 }
 
-// bodyRead answers a request whose body could not be read ahead, and
+// afterReadAhead answers a request whose body could not be read ahead, and
 // reports whether the request goes on to be dispatched.
-func (d *Dispatcher) bodyRead(w http.ResponseWriter, r *http.Request, err error, interrupted bool) bool {
+func (d *Dispatcher) afterReadAhead(w http.ResponseWriter, r *http.Request, err error, interrupted bool) bool {
 	var tooLarge *http.MaxBytesError
 	switch {
 	case interrupted:
@@ -100,7 +101,7 @@ func closeAfter(w http.ResponseWriter, r *http.Request) {
 // deadline. The answer itself closed the connection if it began while
 // the body was unread (see responseWriter.commit).
 func (c *Continuation) dropUnreadBody() {
-	if c.rw.closeIfUnread != nil && c.body.rest != nil {
+	if c.rw.closeIfUnread != nil && c.rw.closeIfUnread.rest != nil && !c.rw.hijacked {
 		_ = http.NewResponseController(c.rw.w).SetReadDeadline(aLongTimeAgo)
 	}
 }
@@ -118,8 +119,8 @@ type requestBody struct {
 }
 
 // readAhead fills b with up to limit bytes of body. size is the length
-// the client announced (-1 if unknown); it sizes the buffer, which grows
-// as bytes arrive rather than to what the client claims.
+// the client announced (-1 if unknown); beyond the first 4 KiB the buffer
+// grows as bytes arrive, not to what the client claims.
 func (b *requestBody) readAhead(body io.ReadCloser, limit int, size int64) error {
 	b.rest = body
 	want := limit
@@ -129,7 +130,7 @@ func (b *requestBody) readAhead(body io.ReadCloser, limit int, size int64) error
 	if want == 0 {
 		return nil
 	}
-	buf := make([]byte, 0, min(want, 512))
+	buf := make([]byte, 0, min(want, 4<<10)) // no more than net/http's own buffers, whatever the client claims
 	for {
 		if len(buf) == cap(buf) {
 			if len(buf) == want {

@@ -498,3 +498,32 @@ func TestNoBodyBuffer(t *testing.T) {
 	rec := do(d, http.MethodPost, "/", strings.NewReader("streamed")).Wait()
 	assert.Equal(t, "streamed", rec.Body.String())
 }
+
+// A handler that hijacks the connection owns what is left of the body on
+// it: the Dispatcher does not cut it short when the request ends.
+func TestHijackKeepsUnreadBody(t *testing.T) {
+	type hijacked struct {
+		conn net.Conn
+		brw  *bufio.ReadWriter
+	}
+	conns := make(chan hijacked, 1)
+	d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		head := make([]byte, 8)
+		_, err := io.ReadFull(r.Body, head)
+		require.NoError(t, err)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		require.NoError(t, err)
+		conns <- hijacked{conn, brw}
+	}), continuation.WithBodyBuffer(8))
+	s := newBodyServer(t, d, "HTTP/1.1")
+	p := s.startPost(t, "/", 20)
+	p.send(t, "01234567")
+	h := <-conns
+	defer h.conn.Close()
+	<-s.left // ServeHTTP has returned
+	p.send(t, "89abcdefghij")
+	rest := make([]byte, 12)
+	_, err := io.ReadFull(h.brw, rest)
+	require.NoError(t, err, "reading the rest of the body from the hijacked connection")
+	assert.Equal(t, "89abcdefghij", string(rest))
+}

@@ -105,7 +105,7 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 		return
 	}
 	defer c.dropUnreadBody()
-	switch d.pool.acquireNew(&c.slot, c.signalChan(), r.Context().Done(), d.draining.Done()) {
+	switch d.pool.acquireNew(&c.slot, &c.sig, r.Context().Done(), d.draining.Done()) {
 	case queueFull:
 		d.refuse(w, c.req, "server overloaded")
 		return
@@ -165,7 +165,7 @@ func (d *Dispatcher) serve(c *Continuation) {
 		case outResumed:
 			kind = kindResumed
 		}
-		d.pool.acquireAgain(&c.slot, c.signalChan())
+		d.pool.acquireAgain(&c.slot, &c.sig)
 		holding = true
 	}
 }

@@ -13,8 +13,9 @@ import (
 // safely can. Unwrap lets http.ResponseController reach the original
 // writer (deadlines, full duplex).
 type responseWriter struct {
-	w       http.ResponseWriter
-	written bool
+	w        http.ResponseWriter
+	written  bool
+	hijacked bool // the connection, with any body left on it, is the handler's
 	// closeIfUnread, when set, is an HTTP/1.x request's body: a response
 	// begun while the body still has bytes on the connection closes the
 	// connection after it. Otherwise net/http would read the rest of the
@@ -67,7 +68,7 @@ func (rw *responseWriter) FlushError() error {
 func (rw *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(rw.w).Hijack()
 	if err == nil {
-		rw.written = true
+		rw.written, rw.hijacked = true, true
 	}
 	return conn, brw, err
 }
