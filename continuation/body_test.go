@@ -324,10 +324,10 @@ func TestClientGoneMidBody(t *testing.T) {
 
 // A handler that reads part of a body longer than the buffer and then
 // suspends waits like any other: it expires on time, Resume wakes it, and
-// Drain answers it, while the rest of its body never comes.
+// Shutdown answers it and returns, while the rest of its body never comes.
 func TestSuspendWithBodyUnread(t *testing.T) {
 	for _, proto := range protocols {
-		for _, end := range []string{"expiry", "resume", "drain"} {
+		for _, end := range []string{"expiry", "resume", "shutdown"} {
 			t.Run(proto+"/"+end, func(t *testing.T) {
 				suspended := make(chan *continuation.Continuation, 1)
 				d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -359,12 +359,14 @@ func TestSuspendWithBodyUnread(t *testing.T) {
 				switch end {
 				case "resume":
 					require.NoError(t, c.Resume())
-				case "drain":
-					d.Drain()
+				case "shutdown":
+					ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+					defer cancel()
+					require.NoError(t, d.Shutdown(ctx), "Shutdown held by a request with body to come")
 				}
 				a := p.wait(t)
 				assert.Equal(t, http.StatusOK, a.code)
-				assert.Equal(t, map[string]string{"expiry": "expired", "resume": "resumed", "drain": "expired"}[end], a.body)
+				assert.Equal(t, map[string]string{"expiry": "expired", "resume": "resumed", "shutdown": "expired"}[end], a.body)
 				if proto == "HTTP/1.1" {
 					assert.True(t, a.closed, "the connection, with 60 bytes of body to come, closed after the answer")
 				}
