@@ -129,7 +129,8 @@
 // buffer gets an error wrapping [os.ErrDeadlineExceeded]. Drain answers a
 // request still reading its body 503; a client that leaves in the middle
 // of its body is dropped without an answer. A request without a body
-// (every GET) costs none of this. On HTTP/1.x an answer sent while some of
+// (every GET) costs none of this. Reading ahead also answers a client's
+// "Expect: 100-continue" before the handler runs. On HTTP/1.x an answer sent while some of
 // the body is still on the connection closes the connection after it,
 // since net/http would otherwise read the rest first.
 //
