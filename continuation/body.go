@@ -22,40 +22,43 @@ import (
 // Dispatcher began draining meanwhile, 413 or 400 for a body that cannot
 // be read) or the client has gone and nobody is left to answer.
 func (d *Dispatcher) readBody(c *Continuation, w http.ResponseWriter, r *http.Request) bool {
-	if r.Body == nil || r.Body == http.NoBody {
+	if !hasBody(r) {
 		return true
 	}
-	c.req.Body = &c.body
+	body := &requestBody{}
+	c.req.Body = body
+	if r.ProtoMajor < 2 {
+		c.rw.closeIfUnread = body
+	}
 	rc := http.NewResponseController(w)
 	if rc.SetReadDeadline(time.Now().Add(d.cfg.bodyTimeout)) != nil {
 		// A writer without read deadlines (a recorder, a wrapper without
 		// Unwrap): nothing can bound or interrupt the read, so read as a
 		// handler would have.
-		return d.bodyRead(w, r, c.body.readAhead(r.Body, d.cfg.bodyBuffer, r.ContentLength), false)
+		return d.afterReadAhead(w, r, body.readAhead(r.Body, d.cfg.bodyBuffer, r.ContentLength), false)
 	}
 	drained := make(chan struct{})
 	stop := context.AfterFunc(d.draining, func() {
 		defer close(drained)
-		_ = rc.SetReadDeadline(time.Unix(1, 0))
+		_ = rc.SetReadDeadline(aLongTimeAgo)
 	})
-	err := c.body.readAhead(r.Body, d.cfg.bodyBuffer, r.ContentLength)
+	err := body.readAhead(r.Body, d.cfg.bodyBuffer, r.ContentLength)
 	interrupted := !stop()
 	if interrupted {
 		<-drained // it uses the writer, which is ours only until we return
 	}
-	return d.bodyRead(w, r, err, interrupted)
+	return d.afterReadAhead(w, r, err, interrupted)
 }
 
-// bodyRead answers a request whose body could not be read ahead, and
+// afterReadAhead answers a request whose body could not be read ahead, and
 // reports whether the request goes on to be dispatched.
-func (d *Dispatcher) bodyRead(w http.ResponseWriter, r *http.Request, err error, interrupted bool) bool {
+func (d *Dispatcher) afterReadAhead(w http.ResponseWriter, r *http.Request, err error, interrupted bool) bool {
 	var tooLarge *http.MaxBytesError
 	switch {
 	case interrupted:
 		// Even if the body came in full: the deadline is in the past now,
 		// and on HTTP/1.1 net/http would take it for a lost client.
-		closeAfter(w, r)
-		d.refuse(w, "server shutting down")
+		d.refuse(w, r, "server shutting down")
 	case err == nil:
 		return true
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -74,27 +77,50 @@ func (d *Dispatcher) bodyRead(w http.ResponseWriter, r *http.Request, err error,
 	return false
 }
 
-// closeAfter asks net/http to close an HTTP/1.x connection after this
-// response: the rest of the body is still on it, unread, so the next
-// request could not be found. An HTTP/2 stream ends on its own.
+// aLongTimeAgo is a read deadline that has passed: it makes a read that
+// waits for the client fail at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// closeAfter prepares the answer to an HTTP/1.x request whose body is
+// (partly) still on the connection, and which nobody will read: the
+// connection closes after the answer, since the next request could not be
+// found behind the rest of the body, and nobody waits for that rest
+// (net/http would read it, before the answer or after, for as long as the
+// client takes). An HTTP/2 stream ends on its own.
 func closeAfter(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor < 2 {
 		w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(aLongTimeAgo)
 	}
 }
+
+// dropUnreadBody ends an HTTP/1.x request whose body nobody read to its
+// end, once its dispatches are over: net/http, which reads up to 256 KiB
+// of an unread body after the answer, then gives up at once (and closes
+// the connection) instead of waiting for a slow client until the body
+// deadline. The answer itself closed the connection if it began while
+// the body was unread (see responseWriter.commit).
+func (c *Continuation) dropUnreadBody() {
+	if c.rw.closeIfUnread != nil && c.rw.closeIfUnread.rest != nil && !c.rw.hijacked {
+		_ = http.NewResponseController(c.rw.w).SetReadDeadline(aLongTimeAgo)
+	}
+}
+
+// hasBody reports whether r comes with a body to read.
+func hasBody(r *http.Request) bool { return r.Body != nil && r.Body != http.NoBody }
 
 // requestBody is the body every dispatch reads: the bytes read ahead from
 // memory, then, for a body longer than the buffer, the rest from
 // net/http's body as the handler asks for it.
 type requestBody struct {
 	ahead  []byte        // read ahead and not yet read by the handler
-	rest   io.ReadCloser // net/http's body; nil once it has been read to its end
+	rest   io.ReadCloser // net/http's body while it has bytes to come; nil once read to its end
 	closed bool
 }
 
 // readAhead fills b with up to limit bytes of body. size is the length
-// the client announced (-1 if unknown); it sizes the buffer, which grows
-// as bytes arrive rather than to what the client claims.
+// the client announced (-1 if unknown); beyond the first 4 KiB the buffer
+// grows as bytes arrive, not to what the client claims.
 func (b *requestBody) readAhead(body io.ReadCloser, limit int, size int64) error {
 	b.rest = body
 	want := limit
@@ -104,7 +130,7 @@ func (b *requestBody) readAhead(body io.ReadCloser, limit int, size int64) error
 	if want == 0 {
 		return nil
 	}
-	buf := make([]byte, 0, min(want, 512))
+	buf := make([]byte, 0, min(want, 4<<10)) // no more than net/http's own buffers, whatever the client claims
 	for {
 		if len(buf) == cap(buf) {
 			if len(buf) == want {
@@ -144,7 +170,11 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	case b.rest == nil:
 		return 0, io.EOF
 	}
-	return b.rest.Read(p)
+	n, err := b.rest.Read(p)
+	if err == io.EOF {
+		b.rest = nil
+	}
+	return n, err
 }
 
 // Close lets the buffer go. It leaves net/http's body alone: net/http

@@ -24,8 +24,7 @@ type Continuation struct {
 	req  *http.Request // what every dispatch sees; its context is &c.ctx
 	ctx  requestContext
 	rw   responseWriter
-	body requestBody // what req.Body reads, when the request has a body
-	slot waiter      // the request's place in the pool's queues; the pool's
+	slot waiter // the request's place in the pool's queues; the pool's
 
 	mu          sync.Mutex
 	phase       phase
@@ -45,9 +44,8 @@ type Continuation struct {
 	// sig carries one wake-up to the request's goroutine: the end of a
 	// suspension decided elsewhere (Resume, Complete, the timer), or a pool
 	// slot handed over by the pool. The two never overlap: a request waiting
-	// for a slot is not suspended. Made on first use, by the request's
-	// goroutine, before anyone else can see it.
-	sig chan struct{}
+	// for a slot is not suspended.
+	sig wakeup
 
 	// timer calls onTimer; one per request, reused across suspensions, and
 	// owned by the request's goroutine. Why a runtime timer and not a timing
@@ -378,7 +376,7 @@ func (c *Continuation) decide(d decision, cycle uint64, checkCycle bool) error {
 	if c.phase == suspended {
 		c.phase = between
 		c.endSuspensionLocked()
-		c.sig <- struct{}{}
+		c.sig.ch <- struct{}{}
 	}
 	return nil
 }
@@ -493,11 +491,16 @@ func (c *Continuation) Done() <-chan struct{} {
 // The methods below are the request goroutine's side of the state machine,
 // called by Dispatcher.serve.
 
-func (c *Continuation) signalChan() chan struct{} {
-	if c.sig == nil {
-		c.sig = make(chan struct{}, 1)
+// A wakeup carries one wake-up at a time to a request's goroutine. Its
+// channel is made on first use, by that goroutine, before it lets anyone
+// else see it; a request that never waits never makes one.
+type wakeup struct{ ch chan struct{} }
+
+func (w *wakeup) channel() chan struct{} {
+	if w.ch == nil {
+		w.ch = make(chan struct{}, 1)
 	}
-	return c.sig
+	return w.ch
 }
 
 // endSuspensionLocked accounts for the end of a suspension; called exactly
@@ -551,7 +554,7 @@ func (c *Continuation) returned() (step, time.Duration) {
 		c.endSuspensionLocked()
 		return stepFinish, 0
 	}
-	c.signalChan() // before anyone can see the suspended phase and signal
+	c.sig.channel() // before anyone can see the suspended phase and signal
 	c.phase = suspended
 	c.deadline = time.Time{}
 	if c.timeout > 0 {
@@ -608,7 +611,7 @@ func (c *Continuation) park(timeout time.Duration) outcome {
 		// A case that loses its race to another ending is disabled; the
 		// winner has signalled (or will signal) c.sig.
 		select {
-		case <-c.sig:
+		case <-c.sig.ch:
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			switch {
@@ -650,7 +653,7 @@ func (c *Continuation) onTimer() {
 		return
 	}
 	c.endLocked(expiring)
-	c.sig <- struct{}{}
+	c.sig.ch <- struct{}{}
 }
 
 // tryEnd ends the suspension from the request goroutine (drain,

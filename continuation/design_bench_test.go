@@ -1,17 +1,25 @@
 package continuation_test
 
-// Benchmarks behind two design choices, each against the alternative:
-// expiry by one runtime timer per suspension versus a coarse timing wheel,
-// and a pool that bounds the request's own goroutine versus one that hands
-// every dispatch to worker goroutines. The alternatives live only here.
+// Benchmarks behind the engine's design choices, each against the
+// alternative: expiry by one runtime timer per suspension versus a coarse
+// timing wheel, a pool that bounds the request's own goroutine versus one
+// that hands every dispatch to worker goroutines, and a body read ahead
+// before the request takes a worker versus one read by the handler. The
+// alternatives live only here; docs/benchmarks.md has the figures.
 //
-//	go test -run '^$' -bench 'Timers|PoolDesigns' -benchmem ./continuation/
+//	go test -run '^$' -bench 'Timers|PoolDesigns|BodyReadAhead' -benchmem ./continuation/
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cometkit/cometkit/continuation"
 )
 
 const armed = 100_000 // suspensions waiting to expire while we measure
@@ -231,4 +239,40 @@ func BenchmarkPoolDesigns(b *testing.B) {
 		close(jobs)
 		wg.Wait()
 	})
+}
+
+// BenchmarkBodyReadAhead is one POST of a 1 KiB body over HTTP/1.1 on
+// loopback, keep-alive, whose handler reads the body and answers: served
+// by a plain net/http handler, by a Dispatcher that reads the body ahead
+// (the default), and by one that streams it to the handler
+// (WithBodyBuffer(0): the deadline without the copy).
+func BenchmarkBodyReadAhead(b *testing.B) {
+	body := strings.Repeat("x", 1<<10)
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := io.ReadAll(r.Body)
+		w.Write(p[:1])
+	})
+	for _, tt := range []struct {
+		name string
+		h    http.Handler
+	}{
+		{"net-http", echo},
+		{"read-ahead", continuation.NewDispatcher(echo)},
+		{"streamed", continuation.NewDispatcher(echo, continuation.WithBodyBuffer(0))},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			ts := httptest.NewServer(tt.h)
+			defer ts.Close()
+			client := ts.Client()
+			defer client.CloseIdleConnections()
+			for b.Loop() {
+				resp, err := client.Post(ts.URL, "text/plain", strings.NewReader(body))
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
 }

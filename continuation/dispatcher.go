@@ -97,20 +97,21 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 	d.active.Add(1)
 	defer d.requestDone()
 	if d.closing.Load() {
-		d.refuse(w, "server shutting down")
+		d.refuse(w, r, "server shutting down")
 		return
 	}
 	c := newContinuation(d, h, w, r)
 	if !d.readBody(c, w, r) {
 		return
 	}
-	switch d.pool.acquireNew(&c.slot, c.signalChan(), r.Context().Done(), d.draining.Done()) {
+	defer c.dropUnreadBody()
+	switch d.pool.acquireNew(&c.slot, &c.sig, r.Context().Done(), d.draining.Done()) {
 	case queueFull:
-		d.refuse(w, "server overloaded")
+		d.refuse(w, c.req, "server overloaded")
 		return
 	case abandoned:
 		if d.closing.Load() {
-			d.refuse(w, "server shutting down")
+			d.refuse(w, c.req, "server shutting down")
 		}
 		return // otherwise the client is gone: nobody to answer
 	}
@@ -164,7 +165,7 @@ func (d *Dispatcher) serve(c *Continuation) {
 		case outResumed:
 			kind = kindResumed
 		}
-		d.pool.acquireAgain(&c.slot, c.signalChan())
+		d.pool.acquireAgain(&c.slot, &c.sig)
 		holding = true
 	}
 }
@@ -216,8 +217,15 @@ func (d *Dispatcher) callListener(c *Continuation, f func(*Continuation), name s
 	f(c)
 }
 
-// refuse answers a new request 503 with Retry-After.
-func (d *Dispatcher) refuse(w http.ResponseWriter, reason string) {
+// refuse answers a new request 503 with Retry-After. If some of r's body
+// may still be on an HTTP/1.x connection, the connection closes after the
+// answer, so that it does not wait for the body (see closeAfter).
+func (d *Dispatcher) refuse(w http.ResponseWriter, r *http.Request, reason string) {
+	if hasBody(r) {
+		if b, ok := r.Body.(*requestBody); !ok || b.rest != nil {
+			closeAfter(w, r)
+		}
+	}
 	d.metrics.rejected.Inc()
 	now := time.Now().UnixNano()
 	if last := d.lastRefusalLog.Load(); now-last > int64(time.Second) && d.lastRefusalLog.CompareAndSwap(last, now) {

@@ -467,3 +467,31 @@ func TestNilHandlerPanics(t *testing.T) {
 	d := continuation.NewDispatcher(http.NotFoundHandler())
 	assert.PanicsWithValue(t, "continuation: Dispatcher.Handler(nil): a Dispatcher needs a handler", func() { d.Handler(nil) })
 }
+
+// Every option rejects, in NewDispatcher, the values that cannot be meant,
+// naming itself; zero is accepted only where it means "none".
+func TestOptionsRejectWhatCannotBeMeant(t *testing.T) {
+	for _, tt := range []struct {
+		opt  continuation.Option
+		want string
+	}{
+		{continuation.WithWorkers(0), "continuation: WithWorkers(0): a pool needs at least one worker"},
+		{continuation.WithWorkers(-1), "continuation: WithWorkers(-1): a pool needs at least one worker"},
+		{continuation.WithQueueSize(-1), "continuation: WithQueueSize(-1): a queue cannot be shorter than empty"},
+		{continuation.WithDefaultTimeout(-time.Second), "continuation: WithDefaultTimeout(-1s): a timeout cannot be negative; 0 means never expire"},
+		{continuation.WithMaxSuspended(0), "continuation: WithMaxSuspended(0): a cap must allow at least one suspended request; for no cap, leave the option out"},
+		{continuation.WithMaxSuspended(-5), "continuation: WithMaxSuspended(-5): a cap must allow at least one suspended request; for no cap, leave the option out"},
+		{continuation.WithBodyBuffer(-1), "continuation: WithBodyBuffer(-1): a buffer cannot be negative; 0 means read nothing ahead"},
+		{continuation.WithBodyTimeout(0), "continuation: WithBodyTimeout(0s): a body needs a deadline; for slow uploads pass a long one"},
+		{continuation.WithBodyTimeout(-time.Minute), "continuation: WithBodyTimeout(-1m0s): a body needs a deadline; for slow uploads pass a long one"},
+		{continuation.WithMetrics(nil), "continuation: WithMetrics(nil): pass a prometheus.Registerer, or leave the option out to register nothing"},
+		{continuation.WithLogger(nil), "continuation: WithLogger(nil): pass a logger; slog.New(slog.DiscardHandler) discards"},
+	} {
+		assert.PanicsWithValue(t, tt.want, func() { continuation.NewDispatcher(http.NotFoundHandler(), tt.opt) })
+	}
+	assert.NotPanics(t, func() {
+		continuation.NewDispatcher(http.NotFoundHandler(), continuation.WithQueueSize(0),
+			continuation.WithDefaultTimeout(0), continuation.WithBodyBuffer(0), continuation.WithWorkers(1),
+			continuation.WithMaxSuspended(1), continuation.WithBodyTimeout(time.Nanosecond))
+	}, "zero where it means none, and the least values that can be meant")
+}

@@ -3,7 +3,9 @@ package continuation
 import "errors"
 
 // Errors returned by the Continuation and Handle methods. Compare them with
-// errors.Is; none of these calls ever panics.
+// errors.Is. Misuse of a Continuation is reported by these errors, never by
+// a panic; only a nil *Continuation (a handler served without a
+// Dispatcher) panics, to say what is missing.
 var (
 	// ErrAlreadySuspended is returned by Suspend when the running dispatch
 	// has already suspended the request.
@@ -28,7 +30,8 @@ var (
 	// already suspended on the Dispatcher.
 	ErrOverloaded = errors.New("continuation: too many suspended requests")
 
-	// ErrShutdown is returned by Suspend once Dispatcher.Shutdown has begun:
-	// the handler should answer now instead of waiting.
+	// ErrShutdown is returned by Suspend once Dispatcher.Drain (or
+	// Shutdown) has begun: the handler should answer now instead of
+	// waiting.
 	ErrShutdown = errors.New("continuation: dispatcher shutting down")
 )

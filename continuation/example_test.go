@@ -122,9 +122,10 @@ func ExampleContinuation_Suspend_stream() {
 	// event 3
 }
 
-// Shutting down: the Dispatcher's Shutdown wakes every waiting request
-// (they are expired, so their handlers answer) before the server's.
-func ExampleDispatcher_Shutdown() {
+// Shutting down: Drain, registered with the server, expires every waiting
+// request (so its handler answers) when the server's Shutdown begins, and
+// the server's Shutdown then returns once they have answered.
+func ExampleDispatcher_Drain() {
 	d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := continuation.FromRequest(r)
 		if c.IsExpired() {
@@ -135,8 +136,9 @@ func ExampleDispatcher_Shutdown() {
 		c.Suspend()
 	}))
 	srv := httptest.NewUnstartedServer(d)
-	srv.Config.RegisterOnShutdown(func() { d.Shutdown(context.Background()) })
+	srv.Config.RegisterOnShutdown(d.Drain)
 	srv.Start()
+	defer srv.Close()
 
 	answer := make(chan string)
 	go func() {
@@ -150,12 +152,13 @@ func ExampleDispatcher_Shutdown() {
 		answer <- string(b)
 	}()
 	for d.Suspended() == 0 {
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // until the request waits
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	go srv.Config.Shutdown(ctx)
+	if err := srv.Config.Shutdown(ctx); err != nil {
+		fmt.Println(err)
+	}
 	fmt.Println(<-answer)
-	srv.Close()
 	// Output: server going away, reconnect
 }

@@ -1,10 +1,12 @@
 package continuation_test
 
-// The acceptance scenarios of ../shared/reference/jetty-semantics.md §4,
-// ported from Jetty's own continuation tests. They run in a synctest bubble:
-// time is fake, so the timing rules (the clock starts when the suspending
-// dispatch returns, a resumed suspension never expires) are checked to the
-// millisecond and take no real time.
+// Scenarios ported from Jetty's own continuation tests (ContinuationsTest,
+// ContinuationTest, AsyncContextTest). Their numbers label them across this
+// package's tests: 1–13 the core suite, 18–26 listeners and bodies, 27–29
+// panics, 36–39 timing and misuse, 40 the race with the timeout. They run
+// in a synctest bubble: time is fake, so the timing rules (the clock starts
+// when the suspending dispatch returns, a resumed suspension never expires)
+// are checked to the millisecond and take no real time.
 
 import (
 	"io"
@@ -122,7 +124,7 @@ func millis(v string) (time.Duration, bool) {
 	return time.Duration(n) * time.Millisecond, true
 }
 
-// TestJettyCoreSuite is §4.1, scenarios 1–13 (14–17 exercise Jetty's
+// TestJettyCoreSuite is Jetty ContinuationsTest's suite, scenarios 1–13 (14–17 exercise Jetty's
 // undispatch(), whose Go equivalent is a plain return).
 func TestJettyCoreSuite(t *testing.T) {
 	const (
@@ -204,7 +206,7 @@ func TestAttributePassedToRedispatch(t *testing.T) {
 	})
 }
 
-// timeoutHandler is the §4.2 fixture: the first dispatch suspends with a
+// timeoutHandler is the fixture of Jetty's listener tests: the first dispatch suspends with a
 // timeout and adds l; the redispatch reports how it was woken.
 func timeoutHandler(timeout time.Duration, l continuation.Listener, hist *history) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

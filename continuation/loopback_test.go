@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cometkit/cometkit/continuation"
+	"github.com/cometkit/cometkit/continuation/continuationtest"
 )
 
 // waiters is the smallest event source: suspended continuations in a
@@ -78,11 +79,11 @@ func (ws *waiters) len() int {
 	return len(ws.list)
 }
 
-// newLoopbackServer starts h on loopback, counting new connections in conns
-// if it is not nil.
-func newLoopbackServer(t *testing.T, h http.Handler, h2c bool, conns *atomic.Int32) (*httptest.Server, *http.Client) {
+// newLoopbackServer starts d on loopback, counting new connections in
+// conns if it is not nil.
+func newLoopbackServer(t *testing.T, d *continuation.Dispatcher, h2c bool, conns *atomic.Int32) (*httptest.Server, *http.Client) {
 	t.Helper()
-	ts := httptest.NewUnstartedServer(h)
+	ts := continuationtest.NewUnstartedServer(t, d)
 	if conns != nil {
 		ts.Config.ConnState = func(_ net.Conn, state http.ConnState) {
 			if state == http.StateNew {
@@ -132,6 +133,7 @@ func TestManyParkedRequests(t *testing.T) {
 	for _, proto := range []string{"HTTP/1.1", "h2c"} {
 		t.Run(proto, func(t *testing.T) {
 			const n = 5000
+			continuationtest.VerifyNoLeaks(t)
 			baseline := runtime.NumGoroutine()
 			ws := &waiters{}
 			d := continuation.NewDispatcher(ws, continuation.WithDefaultTimeout(0))
@@ -193,14 +195,13 @@ func TestManyParkedRequests(t *testing.T) {
 				c.CloseIdleConnections()
 			}
 			closeLoopback(ts, client)
-			requireGoroutinesBackTo(t, baseline)
 		})
 	}
 }
 
 // A client that goes away while its request is parked ends the request:
 // over HTTP/1.1 too, even when the handler left a small request body
-// unread (the Dispatcher drains it so that net/http can notice).
+// unread (the Dispatcher read it ahead, so that net/http can notice).
 func TestDisconnectDetectedOverLoopback(t *testing.T) {
 	for _, proto := range []string{"HTTP/1.1", "h2c"} {
 		t.Run(proto, func(t *testing.T) {
@@ -241,18 +242,5 @@ func TestDisconnectDetectedOverLoopback(t *testing.T) {
 			}
 			assert.Zero(t, d.Suspended())
 		})
-	}
-}
-
-// requireGoroutinesBackTo waits, polling from the test goroutine itself,
-// for the goroutine count to fall back to baseline.
-func requireGoroutinesBackTo(t *testing.T, baseline int) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for runtime.NumGoroutine() > baseline {
-		if time.Now().After(deadline) {
-			t.Fatalf("goroutines: %d, baseline %d", runtime.NumGoroutine(), baseline)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

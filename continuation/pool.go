@@ -54,9 +54,9 @@ const (
 
 // acquireNew takes a slot for a request's first dispatch, waiting in the
 // bounded queue of new requests until a slot frees up or stop or shutdown
-// is closed. A slot handed over arrives as a value on wake, a channel with
-// room for one that nothing else sends on while the request waits here.
-func (p *pool) acquireNew(w *waiter, wake chan struct{}, stop, shutdown <-chan struct{}) acquireResult {
+// is closed. A slot handed over arrives through wake, which nothing else
+// uses while the request waits here.
+func (p *pool) acquireNew(w *waiter, wake *wakeup, stop, shutdown <-chan struct{}) acquireResult {
 	p.mu.Lock()
 	if p.free > 0 {
 		p.free--
@@ -67,13 +67,14 @@ func (p *pool) acquireNew(w *waiter, wake chan struct{}, stop, shutdown <-chan s
 		p.mu.Unlock()
 		return queueFull
 	}
-	w.wake = wake
+	ch := wake.channel()
+	w.wake = ch
 	p.fresh.push(w)
 	p.mu.Unlock()
 	p.queueGauge.Add(1)
 
 	select {
-	case <-wake:
+	case <-ch:
 		return acquired
 	case <-stop:
 	case <-shutdown:
@@ -89,25 +90,26 @@ func (p *pool) acquireNew(w *waiter, wake chan struct{}, stop, shutdown <-chan s
 	// the slot is ours, and the handler sees the cancelled context or gets
 	// ErrShutdown from Suspend.
 	p.mu.Unlock()
-	<-wake
+	<-ch
 	return acquired
 }
 
 // acquireAgain takes a slot for a redispatch of an admitted request, with
 // wake as in acquireNew. It never gives up: the request was admitted and
 // its waker is owed a dispatch.
-func (p *pool) acquireAgain(w *waiter, wake chan struct{}) {
+func (p *pool) acquireAgain(w *waiter, wake *wakeup) {
 	p.mu.Lock()
 	if p.free > 0 {
 		p.free--
 		p.mu.Unlock()
 		return
 	}
-	w.wake = wake
+	ch := wake.channel()
+	w.wake = ch
 	p.again.push(w)
 	p.mu.Unlock()
 	p.queueGauge.Add(1)
-	<-wake
+	<-ch
 }
 
 // release frees the caller's slot, handing it straight to a waiter if any.

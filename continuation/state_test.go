@@ -1,12 +1,14 @@
 package continuation_test
 
-// Every row of the life-cycle table in doc.go, the misuse matrix (§4.4,
-// scenario 39) and the timing rules (scenarios 36–38).
+// Every row of the life-cycle table in doc.go, the misuse matrix
+// (scenario 39) and the timing rules (scenarios 36–38).
 
 import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -309,7 +311,7 @@ func TestStaleHandleCannotResumeLaterSuspension(t *testing.T) {
 	})
 }
 
-// IsSuspended, IsResumed and IsExpired through the phases of §2.4.
+// IsSuspended, IsResumed and IsExpired through the phases of a request.
 func TestFlagsByPhase(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		type flags struct{ initial, suspended, resumed, expired bool }
@@ -476,4 +478,35 @@ func TestLoadOrStoreValue(t *testing.T) {
 		}))
 		get(d, "/").Wait()
 	})
+}
+
+// A handler served without a Dispatcher gets a nil *Continuation from
+// FromRequest; every method called on it panics with a message that names
+// the method and says what is missing, not with a nil dereference. The
+// methods are found by reflection, so a method added later is covered.
+func TestNilContinuationExplains(t *testing.T) {
+	c := continuation.FromRequest(httptest.NewRequest(http.MethodGet, "/", nil))
+	require.Nil(t, c)
+	for _, v := range []any{c, continuation.Handle{}} {
+		rv := reflect.ValueOf(v)
+		for i := range rv.NumMethod() {
+			m := rv.Type().Method(i)
+			if m.Name == "Continuation" { // a Handle's accessor: nil is its answer
+				continue
+			}
+			args := make([]reflect.Value, m.Type.NumIn()-1)
+			for j := range args {
+				args[j] = reflect.Zero(m.Type.In(j + 1))
+			}
+			t.Run(rv.Type().String()+"."+m.Name, func(t *testing.T) {
+				defer func() {
+					msg, _ := recover().(string)
+					assert.Contains(t, msg, m.Name+" called on a nil *Continuation")
+					assert.Contains(t, msg, "not served through a Dispatcher")
+					assert.Contains(t, msg, "continuation.NewDispatcher, Dispatcher.Handler or middleware.Continuations")
+				}()
+				rv.Method(i).Call(args)
+			})
+		}
+	}
 }

@@ -26,11 +26,17 @@
 //		continuationtest.VerifyNoLeaks(t)
 //		d := continuation.NewDispatcher(poll)
 //		srv := continuationtest.NewServer(t, d)
-//		go http.Get(srv.URL + "/poll") // and check the answer
+//		answer := make(chan string, 1)
+//		go func() { answer <- getBody(srv.Client(), srv.URL+"/poll") }()
 //		continuationtest.WaitSuspended(t, d, 1)
 //		publish("hello")
-//		...
+//		if got := <-answer; got != "hello" {
+//			t.Errorf("body = %q", got)
+//		}
 //	}
+//
+// The server's Close also closes the idle connections of srv.Client(), so
+// that the leak check does not count them.
 package continuationtest
 
 import (
