@@ -154,11 +154,11 @@ func TestTwoNodesShareTopics(t *testing.T) {
 		synctest.Wait()
 
 		first := broadcast(t, b, "room", "from b")
-		assert.Equal(t, "room/1:from b\n", onA.wait().Body.String())
-		assert.Equal(t, "room/1:from b\n", onB.wait().Body.String())
+		assert.Equal(t, "room/1:from b\n", onA.Wait().Body.String())
+		assert.Equal(t, "room/1:from b\n", onB.Wait().Body.String())
 		broadcast(t, a, "room", "from a")
 		// A client that saw the first message on node b polls node a.
-		assert.Equal(t, "room/2:from a\n", start(longPoll(t, a, nil), "/?topic=room&cursor="+first.Cursor().String()).wait().Body.String())
+		assert.Equal(t, "room/2:from a\n", start(longPoll(t, a, nil), "/?topic=room&cursor="+first.Cursor().String()).Wait().Body.String())
 		msgs, complete := b.Since("room", 0)
 		assert.True(t, complete)
 		assert.Len(t, msgs, 2)
@@ -182,8 +182,8 @@ func TestLostDeliveryRecoveredFromHistory(t *testing.T) {
 		broadcast(t, b, "room", "two") // never reaches a
 		onA.deaf = false
 		broadcast(t, b, "room", "three")
-		assert.Empty(t, p.wait().Body.String(), "the batch ends at the gap: nothing yet, complete")
-		assert.Equal(t, "room/2:two\nroom/3:three\n", start(h, "/?topic=room&cursor="+one.Cursor().String()).wait().Body.String())
+		assert.Empty(t, p.Wait().Body.String(), "the batch ends at the gap: nothing yet, complete")
+		assert.Equal(t, "room/2:two\nroom/3:three\n", start(h, "/?topic=room&cursor="+one.Cursor().String()).Wait().Body.String())
 	})
 }
 
@@ -212,7 +212,7 @@ func TestRolledBackEngine(t *testing.T) {
 		again := broadcast(t, c, "room", "new 3")
 		require.Equal(t, last.Epoch, again.Epoch)
 		require.Equal(t, uint64(3), again.Seq)
-		assert.Equal(t, "room incomplete, next "+last.Cursor().String()+"\n", p.wait().Body.String(),
+		assert.Equal(t, "room incomplete, next "+last.Cursor().String()+"\n", p.Wait().Body.String(),
 			"a's client is told at once, and not given the new Seq 3")
 		assert.Equal(t, 1, onA.rewound, "a told its broker")
 
@@ -220,8 +220,8 @@ func TestRolledBackEngine(t *testing.T) {
 		assert.NotEqual(t, last.Epoch, after.Epoch, "the broker started a new epoch")
 		assert.Equal(t, uint64(1), after.Seq)
 		want := "room/1:after\nroom incomplete, next " + after.Cursor().String() + "\n"
-		assert.Equal(t, want, start(h, "/?topic=room&cursor="+last.Cursor().String()).wait().Body.String(), "a's old cursor")
-		assert.Equal(t, want, start(h, "/?topic=room&cursor="+again.Cursor().String()).wait().Body.String(), "c's cursor of the broken epoch")
+		assert.Equal(t, want, start(h, "/?topic=room&cursor="+last.Cursor().String()).Wait().Body.String(), "a's old cursor")
+		assert.Equal(t, want, start(h, "/?topic=room&cursor="+again.Cursor().String()).Wait().Body.String(), "c's cursor of the broken epoch")
 	})
 }
 
@@ -240,9 +240,9 @@ func TestInterruptedWakesEveryone(t *testing.T) {
 		broadcast(t, b, "x", "while away")
 		onA.deaf = false
 		onA.node.Interrupted()
-		assert.Empty(t, x.wait().Body.String())
-		assert.Empty(t, y.wait().Body.String())
-		assert.Equal(t, "x/1:while away\n", start(h, "/?topic=x").wait().Body.String())
+		assert.Empty(t, x.Wait().Body.String())
+		assert.Empty(t, y.Wait().Body.String())
+		assert.Equal(t, "x/1:while away\n", start(h, "/?topic=x").Wait().Body.String())
 	})
 }
 
@@ -308,14 +308,14 @@ func TestEpochStartedWakesWaitingClients(t *testing.T) {
 		e.topics["room"] = &engineTopic{epoch: epoch}
 		e.mu.Unlock()
 		onA.node.EpochStarted("room", epoch)
-		assert.Empty(t, p.wait().Body.String(), "woken")
+		assert.Empty(t, p.Wait().Body.String(), "woken")
 		fresh := clientmgr.Cursor{Epoch: epoch}
 		assert.Equal(t, "room incomplete, next "+fresh.String()+"\n",
-			start(h, "/?topic=room&cursor="+old.Cursor().String()).wait().Body.String())
+			start(h, "/?topic=room&cursor="+old.Cursor().String()).Wait().Body.String())
 		q := start(h, "/?topic=room&cursor="+fresh.String())
 		synctest.Wait()
 		assert.Equal(t, 1, a.Count("room"), "waiting at the new epoch's start, without reading the history")
 		broadcast(t, a, "room", "new")
-		assert.Equal(t, "room/1:new\n", q.wait().Body.String())
+		assert.Equal(t, "room/1:new\n", q.Wait().Body.String())
 	})
 }

@@ -36,7 +36,7 @@ func TestRestartCursorFromAnotherEpoch(t *testing.T) {
 		require.NotEqual(t, seen.Epoch, published[0].Epoch)
 		next := published[2].Cursor().String()
 		assert.Equal(t, "edge/1:one\nedge/2:two\nedge/3:three\nedge incomplete, next "+next+"\n",
-			start(longPoll(t, m, nil), "/?topic=edge&cursor="+seen.Cursor().String()).wait().Body.String())
+			start(longPoll(t, m, nil), "/?topic=edge&cursor="+seen.Cursor().String()).Wait().Body.String())
 
 		b, err := m.History(t.Context(), "edge", seen.Cursor())
 		require.NoError(t, err)
@@ -58,11 +58,11 @@ func TestRestartNothingPublishedYet(t *testing.T) {
 		m := clientmgr.New()
 		defer m.Close()
 		h := longPoll(t, m, nil)
-		assert.Equal(t, "edge incomplete, next 0\n", start(h, "/?topic=edge&cursor="+seen.Cursor().String()).wait().Body.String())
+		assert.Equal(t, "edge incomplete, next 0\n", start(h, "/?topic=edge&cursor="+seen.Cursor().String()).Wait().Body.String())
 		p := start(h, "/?topic=edge&cursor=0")
 		synctest.Wait()
 		broadcast(t, m, "edge", "first of the new sequence")
-		assert.Equal(t, "edge/1:first of the new sequence\n", p.wait().Body.String())
+		assert.Equal(t, "edge/1:first of the new sequence\n", p.Wait().Body.String())
 	})
 }
 
@@ -86,7 +86,7 @@ func TestBatchesPerTopic(t *testing.T) {
 			require.NoError(t, m.RegisterCursor(r.Context(), "a", a[0].Cursor(), c)) // a2, a3: complete
 			require.NoError(t, m.RegisterCursor(r.Context(), "b", clientmgr.Cursor{}, c))
 		})
-		start(d, "/").wait()
+		start(d, "/").Wait()
 		got := <-batches
 		require.Len(t, got, 2)
 		assert.Equal(t, clientmgr.Batch{Topic: "a", Messages: a[1:], Complete: true, Next: a[2].Cursor()}, got[0])
@@ -116,7 +116,7 @@ func TestRegisterTwiceOnOneTopic(t *testing.T) {
 			require.NoError(t, m.Register("room", 0, c))
 			second <- m.Register("room", 0, c)
 		})
-		start(d, "/").wait()
+		start(d, "/").Wait()
 		assert.ErrorIs(t, <-second, clientmgr.ErrAlreadyRegistered)
 	})
 }
@@ -146,7 +146,7 @@ func TestCloseRacesRegister(t *testing.T) {
 		failed.Done()
 	}, continuation.WithDefaultTimeout(time.Hour), continuation.WithQueueSize(requests))
 	for i := range requests {
-		answered.Go(func() { start(d, "/").wait() })
+		answered.Go(func() { start(d, "/").Wait() })
 		if i == requests/2 {
 			go m.Close()
 		}
@@ -185,7 +185,7 @@ func TestHistoryReadRacesDeliveries(t *testing.T) {
 				}
 				// A cursor behind this node's position, so the history is read.
 				assert.Equal(t, "room/2:2\nroom/3:3\n",
-					start(longPoll(t, m, nil), "/?topic=room&cursor="+first.Cursor().String()).wait().Body.String())
+					start(longPoll(t, m, nil), "/?topic=room&cursor="+first.Cursor().String()).Wait().Body.String())
 			})
 		})
 	}
@@ -200,7 +200,7 @@ func TestDuplicateDeliveryIgnored(t *testing.T) {
 		synctest.Wait()
 		msg := broadcast(t, m, "room", "once")
 		require.NoError(t, b.node.Deliver(msg))
-		assert.Equal(t, "room/1:once\n", p.wait().Body.String())
+		assert.Equal(t, "room/1:once\n", p.Wait().Body.String())
 	})
 }
 

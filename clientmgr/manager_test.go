@@ -75,13 +75,13 @@ func TestBroadcastResumesRegistered(t *testing.T) {
 
 		msg := broadcast(t, m, "room", "hello")
 		assert.Equal(t, uint64(1), msg.Seq)
-		assert.Equal(t, "room/1:hello\n", a.wait().Body.String())
-		assert.Equal(t, "room/1:hello\n", b.wait().Body.String())
+		assert.Equal(t, "room/1:hello\n", a.Wait().Body.String())
+		assert.Equal(t, "room/1:hello\n", b.Wait().Body.String())
 		synctest.Wait()
 		assert.Zero(t, m.Count("room"), "registrations end with the dispatch")
 		assert.Equal(t, 1, m.Count("elsewhere"))
 		broadcast(t, m, "elsewhere", "x")
-		other.wait()
+		other.Wait()
 	})
 }
 
@@ -109,7 +109,7 @@ func TestBatchingUntilDispatch(t *testing.T) {
 		broadcast(t, m, "room", "one")
 		broadcast(t, m, "room", "two")
 		close(gate)
-		assert.Equal(t, "1:one 2:two ", p.wait().Body.String())
+		assert.Equal(t, "1:one 2:two ", p.Wait().Body.String())
 	})
 }
 
@@ -122,19 +122,19 @@ func TestRegisterWithCursorDeliversBacklog(t *testing.T) {
 			broadcast(t, m, "room", "m"+strconv.Itoa(i+1))
 		}
 		h := longPoll(t, m, nil)
-		assert.Equal(t, "room/4:m4\nroom/5:m5\n", start(h, "/?topic=room&after=3").wait().Body.String())
+		assert.Equal(t, "room/4:m4\nroom/5:m5\n", start(h, "/?topic=room&after=3").Wait().Body.String())
 		// Up to date: waits for the next message.
 		p := start(h, "/?topic=room&after=5")
 		synctest.Wait()
 		assert.Equal(t, 1, m.Count("room"))
 		broadcast(t, m, "room", "m6")
-		assert.Equal(t, "room/6:m6\n", p.wait().Body.String())
+		assert.Equal(t, "room/6:m6\n", p.Wait().Body.String())
 		// A cursor from the future (before a restart): the whole history,
 		// incomplete.
 		head, err := m.Head(t.Context(), "room")
 		require.NoError(t, err)
 		assert.Equal(t, "room/1:m1\nroom/2:m2\nroom/3:m3\nroom/4:m4\nroom/5:m5\nroom/6:m6\nroom incomplete, next "+head.String()+"\n",
-			start(h, "/?topic=room&after=99").wait().Body.String())
+			start(h, "/?topic=room&after=99").Wait().Body.String())
 	})
 }
 
@@ -150,7 +150,7 @@ func TestRegistrationOnSeveralTopicsEndsTogether(t *testing.T) {
 			assert.Equal(t, 1, m.Count(topic))
 		}
 		broadcast(t, m, "b", "x")
-		assert.Equal(t, "b/1:x\n", p.wait().Body.String())
+		assert.Equal(t, "b/1:x\n", p.Wait().Body.String())
 		for _, topic := range []string{"a", "b", "c"} {
 			assert.Zero(t, m.Count(topic), topic)
 		}
@@ -167,15 +167,15 @@ func TestRegistrationEndsWhenRequestEnds(t *testing.T) {
 		gone := start(h, "/?topic=room")
 		synctest.Wait()
 		require.Equal(t, 1, m.Count("room"))
-		gone.cancel()
-		gone.wait()
+		gone.Disconnect()
+		gone.Wait()
 		assert.Zero(t, m.Count("room"))
 
 		expired := start(h, "/?topic=room")
 		synctest.Wait()
 		require.Equal(t, 1, m.Count("room"))
 		time.Sleep(time.Minute)
-		assert.Empty(t, expired.wait().Body.String())
+		assert.Empty(t, expired.Wait().Body.String())
 		assert.Zero(t, m.Count("room"))
 	})
 }
@@ -203,7 +203,7 @@ func TestStreamingRegistersEachCycle(t *testing.T) {
 			synctest.Wait()
 			broadcast(t, m, "s", "x")
 		}
-		assert.Equal(t, "1 2 3 ", p.wait().Body.String())
+		assert.Equal(t, "1 2 3 ", p.Wait().Body.String())
 	})
 }
 
@@ -273,7 +273,7 @@ func TestErrors(t *testing.T) {
 		d := dispatcher(func(w http.ResponseWriter, r *http.Request, c *continuation.Continuation) {
 			regErr <- m.Register("t", 0, c) // not suspended
 		})
-		start(d, "/").wait()
+		start(d, "/").Wait()
 		assert.ErrorIs(t, <-regErr, clientmgr.ErrNotSuspended)
 
 		require.NoError(t, m.Close())
@@ -304,9 +304,9 @@ func TestIdleTopicsReclaimed(t *testing.T) {
 		assert.NotEqual(t, before.Epoch, msg.Epoch, "under a new epoch")
 		// A client with a cursor from before the reclaim is told.
 		assert.Equal(t, "idle/1:again\nidle incomplete, next "+msg.Cursor().String()+"\n",
-			start(h, "/?topic=idle&cursor="+before.String()).wait().Body.String())
+			start(h, "/?topic=idle&cursor="+before.String()).Wait().Body.String())
 		broadcast(t, m, "watched", "z")
-		p.wait()
+		p.Wait()
 	})
 }
 
@@ -341,9 +341,9 @@ func TestBatchBound(t *testing.T) {
 			broadcast(t, m, "room", "x")
 		}
 		close(gate)
-		assert.Equal(t, "1 2 3 complete=true next=3", p.wait().Body.String())
+		assert.Equal(t, "1 2 3 complete=true next=3", p.Wait().Body.String())
 		assert.Equal(t, 1.0, testutil.ToFloat64(counter(t, reg, "cometkit_clientmgr_batch_full_total")))
-		assert.Equal(t, "4 5 complete=true next=5", start(d, "/?after=3").wait().Body.String())
+		assert.Equal(t, "4 5 complete=true next=5", start(d, "/?after=3").Wait().Body.String())
 	})
 }
 
@@ -365,8 +365,8 @@ func TestMetricsAndPresence(t *testing.T) {
 		}()
 		broadcast(t, m, "room:1", "x")
 		broadcast(t, m, "room:2", "y")
-		a.wait()
-		b.wait()
+		a.Wait()
+		b.Wait()
 		synctest.Wait()
 		problems, err := testutil.GatherAndLint(reg)
 		require.NoError(t, err)
@@ -410,7 +410,7 @@ func TestCloseResumesRegistered(t *testing.T) {
 		p := start(longPoll(t, m, nil), "/?topic=room")
 		synctest.Wait()
 		require.NoError(t, m.Close())
-		assert.Equal(t, http.StatusOK, p.wait().Code)
+		assert.Equal(t, http.StatusOK, p.Wait().Code)
 		assert.True(t, errors.Is(m.Register("room", 0, nil), clientmgr.ErrClosed))
 	})
 }
