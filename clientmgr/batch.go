@@ -107,9 +107,7 @@ func Batches(c *continuation.Continuation) []Batch {
 		cl.mu.Lock()
 		if cl.sealed {
 			for _, p := range cl.parts {
-				b := p.batch
-				b.Messages = append([]Message(nil), b.Messages...)
-				out = append(out, b)
+				out = append(out, p.batch) // sealed: nothing appends to it any more
 			}
 		}
 		cl.mu.Unlock()
@@ -123,8 +121,14 @@ func Batches(c *continuation.Continuation) []Batch {
 // topic's messages are complete and where the client stands.
 func Messages(c *continuation.Continuation) []Message {
 	var out []Message
-	for _, b := range Batches(c) {
-		out = append(out, b.Messages...)
+	for _, cl := range clientsOf(c) {
+		cl.mu.Lock()
+		if cl.sealed {
+			for _, p := range cl.parts {
+				out = append(out, p.batch.Messages...)
+			}
+		}
+		cl.mu.Unlock()
 	}
 	return out
 }

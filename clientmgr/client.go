@@ -21,6 +21,10 @@ type client struct {
 	sealed bool // the dispatch that reads the batches has started
 	woken  bool // the suspension has been resumed for these batches
 	held   int  // messages in all parts' batches, for WithMaxBatch
+	// first is the part of a suspension's first registration, kept here so
+	// that the usual single registration allocates nothing; the
+	// suspension's dispatch ends it (seal) before the next one begins.
+	first part
 }
 
 // part is one registration: a topic, and what it has received. Guarded by
@@ -50,7 +54,7 @@ func (cl *client) begin(t *topic, c *continuation.Continuation, after Cursor) (*
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if cl.sealed || cl.handle != h {
-		cl.handle, cl.parts, cl.sealed, cl.woken, cl.held = h, nil, false, false, 0
+		cl.handle, cl.parts, cl.sealed, cl.woken, cl.held = h, cl.parts[:0], false, false, 0
 	}
 	if !c.IsSuspended() {
 		return nil, ErrNotSuspended
@@ -60,7 +64,13 @@ func (cl *client) begin(t *topic, c *continuation.Continuation, after Cursor) (*
 			return nil, ErrAlreadyRegistered
 		}
 	}
-	p := &part{t: t, batch: Batch{Topic: t.name, Complete: true, Next: after}}
+	p := &cl.first
+	if len(cl.parts) > 0 {
+		p = new(part)
+	}
+	// A new Batch each time: the last one's messages may still be in the
+	// hands of the dispatch that read them.
+	*p = part{t: t, batch: Batch{Topic: t.name, Complete: true, Next: after}}
 	cl.parts = append(cl.parts, p)
 	return p, nil
 }
@@ -92,7 +102,7 @@ func (cl *client) take(p *part, msg Message) {
 	switch {
 	case msg.Epoch == last.Epoch && msg.Seq <= last.Seq:
 		return // already in the batch, or before the cursor
-	case !follows(msg, last):
+	case msg.Seq == 0 || !follows(msg, last): // a new epoch's start, or a gap
 		p.state = finished
 	case cl.held >= cl.m.cfg.maxBatch:
 		p.state = finished
@@ -213,5 +223,7 @@ func clientsOf(c *continuation.Continuation) []*client {
 	}
 	cls.mu.Lock()
 	defer cls.mu.Unlock()
-	return append([]*client(nil), cls.list...)
+	// No copy: the list only grows, and an append never changes the
+	// elements a reader already sees.
+	return cls.list
 }

@@ -297,16 +297,8 @@ func (m *Manager) deliver(msg Message) error {
 		return fmt.Errorf("%w: %q at Seq %d after %d", ErrSequenceRewound, msg.Topic, msg.Seq, had.Seq)
 	}
 	t.pos, t.fresh = msg.Cursor(), true
-	t.activity = time.Now()
-	var woken []continuation.Handle
-	for cl, p := range t.subs {
-		if h, wake := cl.offer(p, msg); wake {
-			if woken == nil {
-				woken = make([]continuation.Handle, 0, len(t.subs))
-			}
-			woken = append(woken, h)
-		}
-	}
+	t.activity = msg.Time
+	woken := m.offerLocked(t, msg)
 	s.mu.Unlock()
 	// Resumed after the lock is released: a resumed request's dispatch
 	// starts by ending its registrations under that lock, and would
@@ -317,8 +309,10 @@ func (m *Manager) deliver(msg Message) error {
 }
 
 // epochStarted moves this node's copy of the topic to a new epoch that has
-// no message yet, and wakes the clients waiting for the topic: their
-// cursors are of the old epoch.
+// no message yet. The start is offered to the clients registered on the
+// topic as a message with Seq 0, which no batch takes: it ends the batches
+// of the old epoch (their clients ask again and are told), and it is
+// skipped by a registration whose history read already saw the new epoch.
 func (m *Manager) epochStarted(topicName string, epoch uint64) {
 	s := m.shard(topicName)
 	s.mu.Lock()
@@ -328,9 +322,24 @@ func (m *Manager) epochStarted(topicName string, epoch uint64) {
 		return // nobody here, or the node has seen the epoch already
 	}
 	t.pos, t.fresh = Cursor{Epoch: epoch}, true
-	woken := m.breakOffLocked(t, true)
+	woken := m.offerLocked(t, Message{Topic: topicName, Epoch: epoch})
 	s.mu.Unlock()
 	resumeAll(woken)
+}
+
+// offerLocked offers msg to every client registered on t and returns the
+// suspensions to resume.
+func (m *Manager) offerLocked(t *topic, msg Message) []continuation.Handle {
+	var woken []continuation.Handle
+	for cl, p := range t.subs {
+		if h, wake := cl.offer(p, msg); wake {
+			if woken == nil {
+				woken = make([]continuation.Handle, 0, len(t.subs))
+			}
+			woken = append(woken, h)
+		}
+	}
+	return woken
 }
 
 // breakOffLocked finishes the batches of every client registered on t
