@@ -7,13 +7,15 @@ import (
 	"github.com/cometkit/cometkit/continuation"
 )
 
-// client is a Manager's state for one continuation: its registrations of
-// the current suspension, one part per topic, each with its batch. It is
-// kept with the continuation (an attribute under an unexported key) and
-// listens to it, so it learns when the next dispatch starts (the batches
-// are sealed and the registrations end) and when the request finishes.
+// client is a Manager's state for one reader of batches: a continuation's
+// registrations of its current suspension, one part per topic, or a
+// Subscription's one part. A continuation's client is kept with it (under
+// an unexported key) and listens to it, so it learns when the next
+// dispatch starts (the batches are sealed and the registrations end) and
+// when the request finishes.
 type client struct {
-	m *Manager
+	m     *Manager
+	ready func() // a Subscription's; nil for a continuation's
 
 	mu     sync.Mutex
 	handle continuation.Handle // the suspension the parts belong to
@@ -77,17 +79,17 @@ func (cl *client) begin(t *topic, c *continuation.Continuation, after Cursor) (*
 
 // offer gives a delivered message to the part. It returns the suspension
 // to resume when the message makes the batch worth answering (wake).
-func (cl *client) offer(p *part, msg Message) (h continuation.Handle, wake bool) {
+func (cl *client) offer(p *part, msg Message) (w wakeup, wake bool) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	switch {
 	case cl.sealed || p.state == finished:
-		return h, false
+		return w, false
 	case p.state == reading:
 		if len(p.pending) < cl.m.cfg.maxBatch {
 			p.pending = append(p.pending, msg)
 		}
-		return h, false
+		return w, false
 	}
 	cl.take(p, msg)
 	return cl.wakeLocked()
@@ -118,11 +120,11 @@ func (cl *client) take(p *part, msg Message) {
 // settle ends a registration's reading: the history's part of the batch,
 // then what was delivered meanwhile. It reports the suspension to resume
 // if the batch is worth answering already.
-func (cl *client) settle(p *part, from Batch) (h continuation.Handle, wake bool) {
+func (cl *client) settle(p *part, from Batch) (w wakeup, wake bool) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if cl.sealed || p.state != reading {
-		return h, false
+		return w, false
 	}
 	p.state = live
 	p.batch.Complete = p.batch.Complete && from.Complete
@@ -152,11 +154,11 @@ func (cl *client) settle(p *part, from Batch) (h continuation.Handle, wake bool)
 // suspension to resume: the topic's sequence broke under it (complete
 // false: ErrSequenceRewound), or messages may have skipped this node
 // (Interrupted), or the Manager is closing.
-func (cl *client) breakOff(p *part, complete bool) (h continuation.Handle, wake bool) {
+func (cl *client) breakOff(p *part, complete bool) (w wakeup, wake bool) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if cl.sealed {
-		return h, false
+		return w, false
 	}
 	p.batch.Complete = p.batch.Complete && complete
 	p.state, p.pending = finished, nil
@@ -170,19 +172,51 @@ func (cl *client) abandon(p *part) {
 	cl.parts = slices.DeleteFunc(cl.parts, func(q *part) bool { return q == p })
 }
 
-// wakeLocked reports the suspension to resume, once, when a part has
-// something to answer: a message, an incomplete batch, or a finished one.
-func (cl *client) wakeLocked() (continuation.Handle, bool) {
+// wakeLocked reports how to wake the client's reader, once, when a part
+// has something to answer: a message, an incomplete batch, or a finished
+// one.
+func (cl *client) wakeLocked() (wakeup, bool) {
+	w := wakeup{h: cl.handle}
+	if cl.ready != nil {
+		w.sub = cl
+	}
 	if cl.woken {
-		return cl.handle, false
+		return w, false
 	}
 	for _, p := range cl.parts {
 		if len(p.batch.Messages) > 0 || !p.batch.Complete || p.state == finished {
 			cl.woken = true
-			return cl.handle, true
+			return w, true
 		}
 	}
-	return cl.handle, false
+	return w, false
+}
+
+// A wakeup wakes a client's reader: it resumes a continuation's
+// suspension, or calls a Subscription's ready function.
+type wakeup struct {
+	h   continuation.Handle
+	sub *client // a Subscription's client, or nil
+}
+
+func (w wakeup) fire() {
+	if cl := w.sub; cl != nil {
+		// Under the client's lock, so that none is called once Close has
+		// returned.
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		if !cl.sealed {
+			cl.ready()
+		}
+		return
+	}
+	_ = w.h.Resume() // already resumed, expired or gone: the batch waits for its dispatch
+}
+
+func wakeAll(ws []wakeup) {
+	for _, w := range ws {
+		w.fire()
+	}
 }
 
 // seal ends the registrations, at the start of the next dispatch or at the

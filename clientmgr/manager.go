@@ -159,9 +159,16 @@ func (m *Manager) RegisterCursor(ctx context.Context, topicName string, after Cu
 		return ErrNotSuspended
 	}
 	cl := m.clientFor(c)
+	return m.register(ctx, topicName, after, cl, func(t *topic) (*part, error) { return cl.begin(t, c, after) })
+}
+
+// register adds a part, made by begin, for cl on the topic, and fills it
+// from after: at once when after is where this node stands, else from the
+// broker's history, within ctx.
+func (m *Manager) register(ctx context.Context, topicName string, after Cursor, cl *client, begin func(*topic) (*part, error)) error {
 	s := m.shard(topicName)
 	s.mu.Lock()
-	if m.closed.Load() { // under the lock: Close resumes what it finds under it
+	if m.closed.Load() { // under the lock: Close wakes what it finds under it
 		s.mu.Unlock()
 		return ErrClosed
 	}
@@ -170,7 +177,7 @@ func (m *Manager) RegisterCursor(ctx context.Context, topicName string, after Cu
 		s.mu.Unlock()
 		return err
 	}
-	p, err := cl.begin(t, c, after)
+	p, err := begin(t)
 	if err != nil {
 		s.mu.Unlock()
 		return err
@@ -197,9 +204,8 @@ func (m *Manager) RegisterCursor(ctx context.Context, topicName string, after Cu
 	if !b.Complete {
 		m.metrics.incomplete.Inc()
 	}
-	h, wake := cl.settle(p, b)
-	if wake {
-		_ = h.Resume() // already resumed, expired or gone: the batch waits for its dispatch
+	if w, wake := cl.settle(p, b); wake {
+		w.fire()
 	}
 	return nil
 }
@@ -293,7 +299,7 @@ func (m *Manager) deliver(msg Message) error {
 		m.metrics.rewound.Inc()
 		woken := m.breakOffLocked(t, false)
 		s.mu.Unlock()
-		resumeAll(woken)
+		wakeAll(woken)
 		return fmt.Errorf("%w: %q at Seq %d after %d", ErrSequenceRewound, msg.Topic, msg.Seq, had.Seq)
 	}
 	t.pos, t.fresh = msg.Cursor(), true
@@ -304,7 +310,7 @@ func (m *Manager) deliver(msg Message) error {
 	// starts by ending its registrations under that lock, and would
 	// otherwise wait for the rest of the fan-out, tens of thousands of
 	// clients at once queueing on one mutex (BenchmarkBroadcast10k).
-	resumeAll(woken)
+	wakeAll(woken)
 	return nil
 }
 
@@ -324,19 +330,19 @@ func (m *Manager) epochStarted(topicName string, epoch uint64) {
 	t.pos, t.fresh = Cursor{Epoch: epoch}, true
 	woken := m.offerLocked(t, Message{Topic: topicName, Epoch: epoch})
 	s.mu.Unlock()
-	resumeAll(woken)
+	wakeAll(woken)
 }
 
 // offerLocked offers msg to every client registered on t and returns the
 // suspensions to resume.
-func (m *Manager) offerLocked(t *topic, msg Message) []continuation.Handle {
-	var woken []continuation.Handle
+func (m *Manager) offerLocked(t *topic, msg Message) []wakeup {
+	var woken []wakeup
 	for cl, p := range t.subs {
-		if h, wake := cl.offer(p, msg); wake {
+		if w, wake := cl.offer(p, msg); wake {
 			if woken == nil {
-				woken = make([]continuation.Handle, 0, len(t.subs))
+				woken = make([]wakeup, 0, len(t.subs))
 			}
-			woken = append(woken, h)
+			woken = append(woken, w)
 		}
 	}
 	return woken
@@ -344,11 +350,11 @@ func (m *Manager) offerLocked(t *topic, msg Message) []continuation.Handle {
 
 // breakOffLocked finishes the batches of every client registered on t
 // (complete or not) and returns the suspensions to resume.
-func (m *Manager) breakOffLocked(t *topic, complete bool) []continuation.Handle {
-	var woken []continuation.Handle
+func (m *Manager) breakOffLocked(t *topic, complete bool) []wakeup {
+	var woken []wakeup
 	for cl, p := range t.subs {
-		if h, wake := cl.breakOff(p, complete); wake {
-			woken = append(woken, h)
+		if w, wake := cl.breakOff(p, complete); wake {
+			woken = append(woken, w)
 		}
 	}
 	return woken
@@ -360,21 +366,16 @@ func (m *Manager) interrupted() {
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.mu.Lock()
-		var woken []continuation.Handle
+		var woken []wakeup
 		for _, t := range s.topics {
 			t.fresh = false
 			woken = append(woken, m.breakOffLocked(t, true)...)
 		}
 		s.mu.Unlock()
-		resumeAll(woken)
+		wakeAll(woken)
 	}
 }
 
-func resumeAll(hs []continuation.Handle) {
-	for _, h := range hs {
-		_ = h.Resume() // already resumed, expired or gone: the batch waits for its dispatch
-	}
-}
 
 // History returns the topic's messages after the cursor, as a Batch that
 // says whether the cursor was honoured and where to ask from next. It
@@ -521,12 +522,12 @@ func (m *Manager) Close() error {
 		for i := range m.shards {
 			s := &m.shards[i]
 			s.mu.Lock()
-			var woken []continuation.Handle
+			var woken []wakeup
 			for _, t := range s.topics {
 				woken = append(woken, m.breakOffLocked(t, true)...)
 			}
 			s.mu.Unlock()
-			resumeAll(woken)
+			wakeAll(woken)
 		}
 		m.err = m.broker.Close()
 	})
