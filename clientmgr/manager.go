@@ -376,7 +376,6 @@ func (m *Manager) interrupted() {
 	}
 }
 
-
 // History returns the topic's messages after the cursor, as a Batch that
 // says whether the cursor was honoured and where to ask from next. It
 // reads the broker's history within ctx.
