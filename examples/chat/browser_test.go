@@ -1,20 +1,29 @@
 package main
 
-// The chat as a person uses it: two pages in headless Chromium (Debian's
-// package; ./test installs it) join one room and talk, on each transport.
-// The screenshot is a test artifact: go test -artifacts ./examples/chat.
+// The chat as people use it: pages in headless Chromium (Debian's package;
+// ./test installs it), each person in a browser context of their own (so
+// with cookies of their own), under the page's Content-Security-Policy.
+// Screenshots are test artifacts: go test -artifacts ./examples/chat.
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cometkit/cometkit/clientmgr"
 )
 
 // chromium finds the browser: $CHROMIUM, or Debian's binary.
@@ -32,8 +41,45 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-func TestBrowser(t *testing.T) {
-	c := newChat(t, 2*time.Second)
+// A swappable serves through whichever chat server is current, so that a
+// test can restart the chat under one address. It counts the page's
+// requests for the member list, and the requests another site's page
+// makes.
+type swappable struct {
+	t           *testing.T
+	cur         atomic.Pointer[server]
+	members     atomic.Int32
+	crossOrigin atomic.Int32
+}
+
+func (h *swappable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasSuffix(r.URL.Path, "/members") {
+		h.members.Add(1)
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" {
+		h.crossOrigin.Add(1)
+	}
+	h.cur.Load().ServeHTTP(w, r)
+}
+
+// restart puts a new chat server (a new process, as far as clients can
+// tell: new epochs, a new session key) in place of the current one, and
+// drains the old one, whose waiting clients come back to the new. The new
+// server lives as long as the test that started the first.
+func (h *swappable) restart(cfg config) {
+	old := h.cur.Swap(startServer(h.t, cfg))
+	require.NoError(h.t, old.mw.Shutdown(h.t.Context()))
+}
+
+// A browser runs the test's Chromium; each person in it has a browser
+// context of their own.
+type browser struct {
+	t     *testing.T
+	alloc context.Context
+	first context.Context // the first tab, which holds the browser open
+}
+
+func newBrowser(t *testing.T) *browser {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium(t)),
 		chromedp.NoSandbox,
@@ -46,112 +92,269 @@ func TestBrowser(t *testing.T) {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(900, 700),
 	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
 	// The first action on a context starts its browser or tab, which then
 	// lives as long as the context given; so start each on a context that
-	// outlives the test's steps, and open Bob's tab once the browser runs.
-	alice, cancelAlice := chromedp.NewContext(allocCtx)
-	defer cancelAlice()
-	require.NoError(t, chromedp.Do(alice))
-	bob, cancelBob := chromedp.NewContext(alice) // a second tab in the same browser
-	defer cancelBob()
-	require.NoError(t, chromedp.Do(bob))
+	// outlives the test's steps.
+	first, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(cancel)
+	require.NoError(t, chromedp.Do(first))
+	return &browser{t: t, alloc: alloc, first: first}
+}
 
-	do := func(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		require.NoError(t, chromedp.Do(ctx, steps...))
-	}
-	text := func(t *testing.T, ctx context.Context, sel string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		s, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
-		require.NoError(t, err)
-		return s
-	}
-	eval := func(t *testing.T, ctx context.Context, expr string) int {
-		t.Helper()
-		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](expr))
-		require.NoError(t, err)
-		return n
-	}
-	waitFor := func(t *testing.T, ctx context.Context, expr string) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr))
-		require.NoError(t, err, "waiting for %s", expr)
-	}
-	join := func(t *testing.T, ctx context.Context, room, nick, transport string) {
-		t.Helper()
-		do(t, ctx,
-			chromedp.Navigate(c.ts.URL),
-			chromedp.WaitVisible(chromedp.CSS(`#join`)),
-			chromedp.SetValue(chromedp.CSS(`#join input[name=room]`), room),
-			chromedp.SetValue(chromedp.CSS(`#join input[name=nick]`), nick),
-			chromedp.SetValue(chromedp.CSS(`#join select[name=transport]`), transport),
-			chromedp.Click(chromedp.CSS(`#join button`)),
-			chromedp.WaitVisible(chromedp.CSS(`#chat`)),
-		)
-		waitFor(t, ctx, `document.querySelector('#state').dataset.state === 'connected'`)
-	}
-	say := func(t *testing.T, ctx context.Context, msg string) {
-		t.Helper()
-		do(t, ctx,
-			chromedp.SetValue(chromedp.CSS(`#send input[name=text]`), msg),
-			chromedp.Click(chromedp.CSS(`#send button`)),
-		)
-	}
-	lastMessage := func(t *testing.T, ctx context.Context, want string) string {
-		t.Helper()
-		waitFor(t, ctx, `(() => { const li = document.querySelector('#messages li:last-child'); return !!li && li.textContent.includes(`+jsString(want)+`) })()`)
-		return text(t, ctx, `#messages li:last-child`)
-	}
+// A tab is one page of one person.
+type tab struct {
+	t   *testing.T
+	ctx context.Context
+}
+
+// person opens a tab in a browser context of its own: another person,
+// with cookies of their own.
+func (b *browser) person() *tab {
+	ctx, cancel := chromedp.NewContext(b.first, chromedp.WithNewBrowserContext())
+	b.t.Cleanup(cancel)
+	require.NoError(b.t, chromedp.Do(ctx))
+	return &tab{t: b.t, ctx: ctx}
+}
+
+// another opens a second tab of the same person.
+func (p *tab) another() *tab {
+	ctx, cancel := chromedp.NewContext(p.ctx)
+	p.t.Cleanup(cancel)
+	require.NoError(p.t, chromedp.Do(ctx))
+	return &tab{t: p.t, ctx: ctx}
+}
+
+func (p *tab) do(steps ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	require.NoError(p.t, chromedp.Do(ctx, steps...))
+}
+
+func (p *tab) text(sel string) string {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
+	require.NoError(p.t, err)
+	return s
+}
+
+func (p *tab) eval(expr string) int {
+	p.t.Helper()
+	n, err := chromedp.Run(p.ctx, chromedp.Evaluate[int](expr))
+	require.NoError(p.t, err)
+	return n
+}
+
+func (p *tab) waitFor(expr string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr))
+	require.NoError(p.t, err, "waiting for %s", expr)
+}
+
+// join fills in the join form and waits until the page is connected.
+func (p *tab) join(url, room, nick, transport string) {
+	p.t.Helper()
+	p.openJoin(url, room, nick, transport)
+	p.waitFor(`!document.querySelector('#chat').hidden || document.querySelector('#join-error').textContent !== ''`)
+	require.Empty(p.t, p.text(`#join-error`), "joining %s as %s", room, nick)
+	p.waitFor(`document.querySelector('#state').dataset.state === 'connected'`)
+}
+
+func (p *tab) openJoin(url, room, nick, transport string) {
+	p.t.Helper()
+	p.do(
+		chromedp.Navigate(url),
+		chromedp.WaitVisible(chromedp.CSS(`#join`)),
+		chromedp.SetValue(chromedp.CSS(`#join input[name=room]`), room),
+		chromedp.SetValue(chromedp.CSS(`#join input[name=nick]`), nick),
+		chromedp.SetValue(chromedp.CSS(`#join select[name=transport]`), transport),
+		chromedp.Click(chromedp.CSS(`#join button`)),
+	)
+}
+
+func (p *tab) say(msg string) {
+	p.t.Helper()
+	p.do(
+		chromedp.SetValue(chromedp.CSS(`#send input[name=text]`), msg),
+		chromedp.Click(chromedp.CSS(`#send button`)),
+	)
+}
+
+// lastMessage waits until the last line of the page's messages holds
+// want, and returns it.
+func (p *tab) lastMessage(want string) string {
+	p.t.Helper()
+	p.waitFor(`(() => { const li = document.querySelector('#messages li:last-child'); return !!li && li.textContent.includes(` + jsString(want) + `) })()`)
+	return p.text(`#messages li:last-child`)
+}
+
+// shows waits until a line of the page's messages holds want.
+func (p *tab) shows(want string) {
+	p.t.Helper()
+	p.waitFor(`[...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes(` + jsString(want) + `))`)
+}
+
+func (p *tab) screenshot(name string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	require.NoError(p.t, err)
+	path := filepath.Join(p.t.ArtifactDir(), name+".png")
+	require.NoError(p.t, os.WriteFile(path, shot, 0o644))
+	p.t.Logf("screenshot: %s", path)
+}
+
+func TestBrowser(t *testing.T) {
+	cfg := testConfig(pollTimeout(2 * time.Second))
+	h := &swappable{t: t}
+	ts := httptest.NewUnstartedServer(h)
+	t.Cleanup(ts.Close) // after the chat servers' clean-up, which ends their waiting clients
+	h.cur.Store(startServer(t, cfg))
+	ts.Start()
+	b := newBrowser(t)
+	alice, bob := b.person(), b.person()
 
 	for _, transport := range []string{"longpoll", "sse"} {
 		t.Run(transport, func(t *testing.T) {
+			alice.t, bob.t = t, t
 			room := "room-" + transport
-			join(t, alice, room, "alice", transport)
-			join(t, bob, room, "bob", transport)
+			h.members.Store(0)
+			alice.join(ts.URL, room, "alice", transport)
+			bob.join(ts.URL, room, "bob", transport)
 
-			say(t, alice, "hello bob")
-			assert.Equal(t, "alicehello bob", lastMessage(t, bob, "hello bob"))
+			bob.say("hello alice")
+			assert.Equal(t, "bobhello alice", alice.lastMessage("hello alice"))
 
 			// Markup shows as text and never runs.
 			attack := `<script>window.pwned=1</script><img src=x onerror="window.pwned=1"><b>bold</b>`
-			say(t, alice, attack)
-			assert.Equal(t, "alice"+attack, lastMessage(t, bob, "<b>bold</b>"))
-			assert.Zero(t, eval(t, bob, `window.pwned ? 1 : 0`), "the message ran as script")
-			assert.Zero(t, eval(t, bob, `document.querySelectorAll('#messages b, #messages img, #messages script').length`),
+			alice.say(attack)
+			assert.Equal(t, "alice"+attack, bob.lastMessage("<b>bold</b>"))
+			assert.Zero(t, bob.eval(`window.pwned ? 1 : 0`), "the message ran as script")
+			assert.Zero(t, bob.eval(`document.querySelectorAll('#messages b, #messages img, #messages script').length`),
 				"the message was parsed as HTML")
 
-			// Who is online.
-			waitFor(t, bob, `document.querySelector('#members').textContent.includes('alice')`)
-			members := text(t, bob, `#members`)
-			assert.Contains(t, members, "alice")
-			assert.Contains(t, members, "bob")
+			// Who is online: bob's arrival reached alice's list as an event,
+			// without a request for the member list.
+			alice.waitFor(`document.querySelector('#members').textContent.includes('bob')`)
+			assert.Equal(t, "alicebob", alice.text(`#members`))
+			assert.Equal(t, "alicebob", bob.text(`#members`))
+			assert.Zero(t, h.members.Load(), "requests for the member list")
 
 			// Bob reloads: after joining again he sees the history.
-			join(t, bob, room, "bob", transport)
-			history := text(t, bob, `#messages`)
-			assert.Contains(t, history, "hello bob")
+			bob.join(ts.URL, room, "bob", transport)
+			history := bob.text(`#messages`)
+			assert.Contains(t, history, "hello alice")
 			assert.Contains(t, history, "<b>bold</b>")
+			bob.screenshot("chat-" + transport)
 
-			ctx, cancel := context.WithTimeout(bob, 30*time.Second)
-			defer cancel()
-			shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-			require.NoError(t, err)
-			path := filepath.Join(t.ArtifactDir(), "chat-"+transport+".png")
-			require.NoError(t, os.WriteFile(path, shot, 0o644))
-			t.Logf("screenshot: %s", path)
+			// The server restarts (new epochs, a new session key) while both
+			// pages hold cursors. Bob's next post joins him again by itself;
+			// alice's page says she may have missed messages, and goes on
+			// with everything posted after the restart.
+			h.restart(cfg)
+			bob.say("after the restart")
+			bob.shows("after the restart")
+			bob.say("and again")
+			alice.shows("and again")
+			assert.Equal(t, 1, alice.eval(`document.querySelectorAll('#messages li.missed').length`))
+			assert.Equal(t, "you may have missed messages", alice.text(`#messages li.missed`))
+			shown := alice.text(`#messages`)
+			assert.Less(t, strings.Index(shown, "you may have missed messages"), strings.Index(shown, "after the restart"))
+			assert.Contains(t, shown, "bobafter the restart")
+			alice.waitFor(`document.querySelector('#members').textContent === 'alicebob'`)
+			alice.screenshot("chat-" + transport + "-after-restart")
 		})
 	}
-	cancelBob()
-	cancelAlice()
-	cancelAlloc()
+
+	// A page on another site, or on another port of this one, that alice
+	// and bob visit while in the chat tries to post as alice and to make
+	// bob leave: by fetch with their cookies, and by a form. Every one of
+	// those requests reaches the chat and is refused.
+	t.Run("cross-origin", func(t *testing.T) {
+		alice.t, bob.t = t, t
+		room := "room-csrf"
+		alice.join(ts.URL, room, "alice", "sse")
+		bob.join(ts.URL, room, "bob", "longpoll")
+		for _, host := range []string{"127.0.0.2", "127.0.0.1"} {
+			evil := evilSite(t, host, ts.URL+"/rooms/"+room)
+			before := h.crossOrigin.Load()
+			for _, victim := range []*tab{alice, bob} {
+				victim.another().do(chromedp.Navigate(evil), chromedp.WaitVisible(chromedp.CSS(`#done`)))
+			}
+			require.Eventually(t, func() bool { return h.crossOrigin.Load()-before >= 6 }, 10*time.Second, 10*time.Millisecond,
+				"the other site's requests reached the chat: %d", h.crossOrigin.Load()-before)
+		}
+		s := h.cur.Load()
+		assert.Equal(t, []string{"alice", "bob"}, s.rooms.members(room))
+		hist, err := s.mgr.History(t.Context(), topicOf(room), clientmgr.Cursor{})
+		require.NoError(t, err)
+		for _, ev := range chatEvents(hist.Messages) {
+			assert.NotContains(t, string(ev.data), "forged")
+			assert.NotEqual(t, "leave", ev.typ)
+		}
+		bob.say("still here")
+		assert.Equal(t, "bobstill here", alice.lastMessage("still here"))
+	})
+
+	// One browser is one session, with one nick: joining with another nick
+	// in a second tab ends the first tab's session, which says why.
+	t.Run("one nick per browser", func(t *testing.T) {
+		alice.t = t
+		alice.join(ts.URL, "room-tabs", "alice", "longpoll")
+		second := alice.another()
+		second.join(ts.URL, "room-tabs", "alicia", "sse")
+		alice.waitFor(`document.querySelector('#join-error').textContent.includes('in this browser you are alicia now')`)
+		second.say("from the second tab")
+		assert.Equal(t, "aliciafrom the second tab", second.lastMessage("from the second tab"))
+	})
+
+	// A server at its cap on rooms refuses a new one on join with a reason
+	// the page shows.
+	t.Run("room cap", func(t *testing.T) {
+		alice.t = t
+		full := newChat(t, func(c *config) { c.maxRooms = 1 })
+		full.person().join("only", "carol")
+		alice.openJoin(full.ts.URL, "another", "alice", "longpoll")
+		alice.waitFor(`document.querySelector('#join-error').textContent.includes('as many rooms')`)
+	})
+}
+
+// evilSite serves, on host, a page that posts as whoever visits it to the
+// chat room at roomURL and makes them leave it: with fetch (credentials
+// included) and with a form. Its inline script runs: it is not the chat's
+// page, and has no policy.
+func evilSite(t *testing.T, host, roomURL string) string {
+	page := fmt.Sprintf(`<!doctype html>
+<form id="f" method="POST" action="%[1]s/messages" target="sink"><input name="text" value="forged by a form"><input name="nick" value="alice"></form>
+<iframe name="sink"></iframe>
+<script>
+const opts = (body) => ({ method: "POST", mode: "no-cors", credentials: "include", body: new URLSearchParams(body) });
+Promise.allSettled([
+  fetch(%[2]q, opts({ text: "forged by fetch", nick: "alice" })),
+  fetch(%[3]q, opts({ nick: "bob" })),
+]).then(() => {
+  document.getElementById("f").submit();
+  document.body.append(Object.assign(document.createElement("p"), { id: "done" }));
+});
+</script>`, roomURL, roomURL+"/messages", roomURL+"/leave")
+	l, err := net.Listen("tcp", host+":0")
+	require.NoError(t, err)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, page)
+	}))
+	srv.Listener.Close()
+	srv.Listener = l
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // jsString quotes s as a JavaScript string literal.

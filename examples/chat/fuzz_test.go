@@ -1,38 +1,18 @@
 package main
 
 import (
-	"strconv"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
 // Every parser of client input, fuzzed: it never panics, and what it
-// accepts meets the rule it states.
-
-func FuzzParseCursor(f *testing.F) { // ?since= and Last-Event-ID
-	for _, s := range []string{"", "0", "42", "-1", "abc", "18446744073709551615", "18446744073709551616", "007", " 1", "1e3", "+1"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		n, err := parseCursor(s)
-		if err != nil {
-			return
-		}
-		if s == "" {
-			if n != 0 {
-				t.Fatalf("empty cursor gave %d", n)
-			}
-			return
-		}
-		if back, err := strconv.ParseUint(strconv.FormatUint(n, 10), 10, 64); err != nil || back != n {
-			t.Fatalf("cursor %q accepted as %d", s, n)
-		}
-		if strings.TrimLeft(s, "0123456789") != "" {
-			t.Fatalf("cursor %q has non-digits but was accepted", s)
-		}
-	})
-}
+// accepts meets the rule it states. (Cursors are clientmgr.ParseCursor's,
+// fuzzed in its package.)
 
 func FuzzParseRoom(f *testing.F) {
 	for _, s := range []string{"lobby", "a", "-x", "Lobby", "a b", strings.Repeat("a", 33), "room_1-2", "é", "../x"} {
@@ -50,7 +30,8 @@ func FuzzParseRoom(f *testing.F) {
 }
 
 func FuzzParseNick(f *testing.F) {
-	for _, s := range []string{"alice", " bob ", "", "<script>", "a\x00b", "\xff", strings.Repeat("é", 25), "Zoë-2.0"} {
+	for _, s := range []string{"alice", " bob ", "", "<script>", "a\x00b", "\xff", strings.Repeat("é", 25), "Zoë-2.0",
+		"аlice", "ali\u200bce", "alice\u0301", "山田たろう", "ａｌｉｃｅ", "a  b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -59,8 +40,17 @@ func FuzzParseNick(f *testing.F) {
 			return
 		}
 		if nick == "" || !utf8.ValidString(nick) || utf8.RuneCountInString(nick) > maxNick ||
-			strings.ContainsAny(nick, "<>&\"'\x00\n") || nick != strings.TrimSpace(nick) {
+			strings.ContainsAny(nick, "<>&\"'\x00\n") || nick != strings.TrimSpace(nick) ||
+			strings.Contains(nick, "  ") {
 			t.Fatalf("nick %q accepted from %q", nick, s)
+		}
+		for _, r := range nick {
+			if unicode.In(r, unicode.Mn, unicode.Me, unicode.Mc, unicode.Cf, unicode.Cc, unicode.Co, unicode.Cs) {
+				t.Fatalf("nick %q with invisible or combining %U accepted", nick, r)
+			}
+		}
+		if sk := skeleton(nick); sk == "" || sk != skeleton(nick) {
+			t.Fatalf("nick %q has skeleton %q", nick, sk)
 		}
 	})
 }
@@ -81,6 +71,57 @@ func FuzzParseText(f *testing.F) {
 			if r < 0x20 && r != '\n' && r != '\t' {
 				t.Fatalf("text %q with control character accepted", s)
 			}
+		}
+	})
+}
+
+// FuzzSessionToken: a cookie value is accepted only as the signer made
+// it: anything else is errSession, never a panic, never another session.
+func FuzzSessionToken(f *testing.F) {
+	s := signer{key: []byte(strings.Repeat("k", 32))}
+	now := time.Unix(1_800_000_000, 0)
+	good := s.token(session{id: "AAAAAAAAAAAAAAAAAAAAAA", nick: "alice"}, now)
+	for _, tok := range []string{good, "", ".", good + "x", strings.Replace(good, ".", "..", 1), "a.b", strings.Repeat("A", 300)} {
+		f.Add(tok)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		ss, err := s.parse(tok, now)
+		if err != nil {
+			return
+		}
+		if tok != good || ss.nick != "alice" || ss.id != "AAAAAAAAAAAAAAAAAAAAAA" {
+			t.Fatalf("token %q accepted as %+v", tok, ss)
+		}
+	})
+}
+
+// FuzzForwardedFor: whatever X-Forwarded-For holds, the client address is
+// the peer's (untrusted) or one the header holds (trusted peer).
+func FuzzForwardedFor(f *testing.F) {
+	trusted, _ := parseProxies("127.0.0.0/8")
+	for _, v := range []string{"1.2.3.4", "1.2.3.4, 127.0.0.2", "", ",,,", "[::1]:80, x", "2001:db8::1", "::ffff:1.2.3.4"} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, xff string) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("X-Forwarded-For", xff)
+		r.RemoteAddr = "192.0.2.1:1"
+		if got := trusted.client(r); got.String() != "192.0.2.1" {
+			t.Fatalf("untrusted peer with X-Forwarded-For %q: client %v", xff, got)
+		}
+		r.RemoteAddr = "127.0.0.1:1"
+		got := trusted.client(r)
+		if got.String() == "127.0.0.1" {
+			return
+		}
+		found := false
+		for _, hop := range strings.Split(xff, ",") {
+			if a, ok := parseHop(hop); ok && a == got {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("X-Forwarded-For %q gave client %v, not in it", xff, got)
 		}
 	})
 }

@@ -3,41 +3,29 @@ package main
 import (
 	"errors"
 	"regexp"
-	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 )
 
-// Limits on what clients send.
+// Limits on what clients send and what the chat answers.
 const (
-	maxNick       = 24
-	maxMessage    = 1000
-	historyOnJoin = 50
+	maxNick          = 24       // characters in a nickname
+	maxMessage       = 1000     // characters in a message
+	historyOnJoin    = 50       // events a join answer shows at most
+	historyOnJoinLen = 64 << 10 // bytes of events a join answer shows at most
+	maxMembers       = 500      // nicks present in one room at once
 )
 
 var roomPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+
+var errBadRoom = errors.New("bad room name: use 1-32 of a-z, 0-9, _ and -")
 
 // parseRoom accepts 1–32 characters of a–z, 0–9, '_' and '-', starting
 // with a letter or digit.
 func parseRoom(s string) (string, error) {
 	if !roomPattern.MatchString(s) {
-		return "", errors.New("bad room name: use 1-32 of a-z, 0-9, _ and -")
-	}
-	return s, nil
-}
-
-// parseNick accepts 1–24 letters, digits, spaces, '_', '.' and '-', after
-// trimming spaces.
-func parseNick(s string) (string, error) {
-	s = strings.TrimSpace(s)
-	if s == "" || !utf8.ValidString(s) || utf8.RuneCountInString(s) > maxNick {
-		return "", errors.New("bad nickname: 1-24 letters, digits, spaces, _ . -")
-	}
-	for _, r := range s {
-		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !strings.ContainsRune(" _.-", r) {
-			return "", errors.New("bad nickname: 1-24 letters, digits, spaces, _ . -")
-		}
+		return "", errBadRoom
 	}
 	return s, nil
 }
@@ -59,17 +47,4 @@ func parseText(s string) (string, error) {
 		}
 	}
 	return s, nil
-}
-
-// parseCursor reads a client's cursor (?since= or Last-Event-ID): a
-// message sequence number, 0 or more; "" means 0.
-func parseCursor(s string) (uint64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, errors.New("bad cursor: a message sequence number (0 or more)")
-	}
-	return n, nil
 }

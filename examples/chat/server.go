@@ -1,23 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	chimw "github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/time/rate"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/clientmgr/redisbroker"
@@ -30,85 +30,141 @@ var static embed.FS
 
 // config is the chat server's settings (the command's flags).
 type config struct {
-	pollTimeout time.Duration // a long-poll answers [] after this; SSE sends a keep-alive
-	history     int           // messages kept per room
-	dispatch    []continuation.Option
-	logger      *slog.Logger
-	redisURL    string // if set, rooms are shared with the other nodes on this Redis
+	pollTimeout  time.Duration // a long-poll answers with no events after this; a stream sends a keep-alive
+	history      int           // events kept per room
+	historyBytes int           // and bytes
+	maxRooms     int           // rooms this node holds at once
+	postRate     float64       // messages a second per session
+	roomRate     float64       // events a second per room
+	joinRate     float64       // joins a second per client address
+	proxies      proxies       // whose X-Forwarded-For to believe
+	sessionKey   string        // signs sessions; "" for one from Redis, or a random one
+	redisURL     string        // if set, rooms are shared with the other nodes on this Redis
+	dispatch     []continuation.Option
+	logger       *slog.Logger
 }
 
+// defaults are the settings the flags start from.
+func defaults() config {
+	return config{
+		pollTimeout:  20 * time.Second,
+		history:      clientmgr.DefaultHistory,
+		historyBytes: 64 << 10,
+		maxRooms:     1000,
+		postRate:     2,
+		roomRate:     20,
+		joinRate:     2,
+		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+// roomIdle is how long an unused room is kept, as long as the client
+// manager keeps an idle topic: the chat reclaims a room no sooner than
+// the Manager reclaims its topic, so the Manager never holds more topics
+// than the chat holds rooms, and its own cap is never reached.
+const roomIdle = clientmgr.DefaultIdleTimeout
+
+// redisTimeout bounds each call the chat makes to Redis itself.
+const redisTimeout = 2 * time.Second
+
 // An event is what a room's clients receive: a message, or a nick joining
-// or leaving.
+// or leaving. It is stored as JSON, the form clients get.
 type event struct {
-	Seq  uint64    `json:"seq"`
 	Type string    `json:"type"` // "message", "join" or "leave"
 	Nick string    `json:"nick"`
 	Text string    `json:"text,omitempty"`
 	Time time.Time `json:"time"`
 }
 
-// server is the chat: rooms are clientmgr topics, presence is tracked per
-// room, and every request goes through one continuation middleware.
+// server is the chat: rooms are clientmgr topics, and every request goes
+// through one continuation middleware.
 type server struct {
 	cfg      config
 	mgr      *clientmgr.Manager
 	mw       *middleware.Middleware
-	present  *presence
 	registry *prometheus.Registry
 	handler  http.Handler
-
-	limitMu  sync.Mutex
-	limiters map[string]*limiter // per client (nick and address) for posting
+	rooms    *rooms
+	posts    *limiters // by session
+	joins    *limiters // by client address
+	signer   signer
+	rdb      *redis.Client // with -redis: the chat's own calls (the broker has its client)
+	shared   *sharedClaims // with -redis: nick claims every node sees
 
 	quit chan struct{}
 	done chan struct{}
 }
 
-type limiter struct {
-	*rate.Limiter
-	seen time.Time
-}
-
 // newServer builds the chat server and starts its one goroutine, which
-// expires absent nicks and idle rate limiters; Close stops it. With a
-// Redis URL it is one node of several: rooms, messages and cursors are
-// shared through Redis (presence stays per node).
-func newServer(cfg config) (*server, error) {
+// expires absent nicks, idle rooms and idle rate limits; Close stops it.
+// With a Redis URL it is one node of several: rooms, messages, cursors,
+// sessions and nick claims are shared through Redis, within ctx at start.
+func newServer(ctx context.Context, cfg config) (*server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	mgrOpts := []clientmgr.Option{clientmgr.WithHistory(cfg.history), clientmgr.WithMetrics(reg)}
-	if cfg.redisURL != "" {
-		b, err := redisbroker.Open(cfg.redisURL, redisbroker.WithHistory(cfg.history),
-			redisbroker.WithMetrics(reg), redisbroker.WithLogger(cfg.logger))
-		if err != nil {
-			return nil, err
-		}
-		mgrOpts = append(mgrOpts, clientmgr.WithBroker(b)) // closed by the Manager
-	}
 	s := &server{
 		cfg:      cfg,
-		mgr:      clientmgr.New(mgrOpts...),
-		mw:       middleware.New(append([]continuation.Option{continuation.WithMetrics(reg), continuation.WithLogger(cfg.logger)}, cfg.dispatch...)...),
-		present:  newPresence(),
 		registry: reg,
-		limiters: make(map[string]*limiter),
+		rooms:    newRooms(cfg.maxRooms, cfg.roomRate, cfg.pollTimeout),
+		posts:    newLimiters(cfg.postRate),
+		joins:    newLimiters(cfg.joinRate),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	mgrOpts := []clientmgr.Option{
+		clientmgr.WithHistory(cfg.history),
+		clientmgr.WithHistoryBytes(cfg.historyBytes),
+		clientmgr.WithMaxMessageSize(maxEventSize),
+		clientmgr.WithIdleTimeout(roomIdle),
+		clientmgr.WithMetrics(reg),
+	}
+	if cfg.redisURL != "" {
+		b, err := redisbroker.Open(cfg.redisURL, redisbroker.WithMetrics(reg), redisbroker.WithLogger(cfg.logger))
+		if err != nil {
+			return nil, err
+		}
+		opts, _ := redis.ParseURL(cfg.redisURL) // Open has checked it
+		s.rdb = redis.NewClient(opts)
+		// A claim outlives the gap between two renewals (a poll timeout,
+		// and one more until the next touch) and expires before its
+		// nick times out of a node's members (three poll timeouts, and
+		// one more until the sweep); the mark of a departure outlives
+		// every node's record of the nick.
+		s.shared = &sharedClaims{rdb: s.rdb, ttl: 5 * cfg.pollTimeout / 2, gone: 5 * cfg.pollTimeout}
+		mgrOpts = append(mgrOpts, clientmgr.WithBroker(b)) // closed by the Manager
+	}
+	mgr, err := clientmgr.Open(ctx, mgrOpts...)
+	if err != nil {
+		return nil, errors.Join(err, s.closeRedis())
+	}
+	s.mgr = mgr
+	key, err := sessionKey(ctx, cfg.sessionKey, s.rdb)
+	if err != nil {
+		return nil, errors.Join(err, mgr.Close(), s.closeRedis())
+	}
+	s.signer = signer{key: key}
+	s.mw = middleware.New(append([]continuation.Option{continuation.WithMetrics(reg), continuation.WithLogger(cfg.logger)}, cfg.dispatch...)...)
 	s.handler = s.routes()
 	go s.sweep()
 	return s, nil
+}
+
+func (s *server) closeRedis() error {
+	if s.rdb == nil {
+		return nil
+	}
+	return s.rdb.Close()
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(chimw.RequestID, chimw.RealIP, s.logRequests, chimw.Recoverer, middleware.RequestMetrics(s.registry), s.mw.Handler)
+	r.Use(securityHeaders, chimw.RequestID, s.logRequests, chimw.Recoverer, middleware.RequestMetrics(s.registry),
+		http.NewCrossOriginProtection().Handler, s.mw.Handler)
 	staticFS, _ := fs.Sub(static, "static")
 	r.Handle("/*", http.FileServerFS(staticFS))
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	r.Handle("/metrics", middleware.MetricsHandler(s.registry))
 	r.Route("/rooms/{room}", func(r chi.Router) {
 		r.Use(validRoom)
 		r.Post("/join", s.join)
@@ -120,14 +176,38 @@ func (s *server) routes() http.Handler {
 	return r
 }
 
-// Close answers every waiting client and stops the server's goroutine.
-func (s *server) Close(ctx context.Context) error {
-	err := s.mw.Shutdown(ctx)
-	close(s.quit)
-	<-s.done
-	return errors.Join(err, s.mgr.Close())
+// contentSecurityPolicy lets the page load its own script, style and
+// connections and nothing else: no inline script, no other origin, no
+// framing.
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " +
+	"img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+
+// securityHeaders sets the headers that keep the page to itself: its
+// content security policy, no content-type sniffing, no framing (for
+// browsers before frame-ancestors), no referrer sent elsewhere.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		next.ServeHTTP(w, r)
+	})
 }
 
+// Close stops the server's goroutine and the client manager (which
+// resumes every client still registered) and closes its Redis client.
+// Drain the middleware first, so that waiting clients are answered.
+func (s *server) Close() error {
+	close(s.quit)
+	<-s.done
+	return errors.Join(s.mgr.Close(), s.closeRedis())
+}
+
+// sweep runs once a poll timeout: a client polls at least that often, so
+// three missed polls and its nick has gone; then idle rooms and rate
+// limits are dropped.
 func (s *server) sweep() {
 	defer close(s.done)
 	tick := time.NewTicker(s.cfg.pollTimeout)
@@ -137,42 +217,78 @@ func (s *server) sweep() {
 		case <-s.quit:
 			return
 		case now := <-tick.C:
-			// A client polls at least once per poll timeout; three missed
-			// polls and it has gone.
-			for _, d := range s.present.expire(now.Add(-3 * s.cfg.pollTimeout)) {
-				s.publish(context.Background(), d.room, event{Type: "leave", Nick: d.nick})
+			for _, d := range s.rooms.expire(now.Add(-3 * s.cfg.pollTimeout)) {
+				s.departed(d)
 			}
-			s.limitMu.Lock()
-			for key, l := range s.limiters {
-				if now.Sub(l.seen) > time.Minute {
-					delete(s.limiters, key)
-				}
-			}
-			s.limitMu.Unlock()
+			s.rooms.reclaim(now.Add(-roomIdle), func(room string) bool { return s.mgr.Count(topicOf(room)) > 0 })
+			s.posts.sweep(now.Add(-time.Minute))
+			s.joins.sweep(now.Add(-time.Minute))
 		}
+	}
+}
+
+// departed announces a nick that timed out here, unless, with Redis, it
+// is still present through another node, or another node announced it.
+func (s *server) departed(d departure) {
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	if s.shared != nil {
+		announce, err := s.shared.depart(ctx, d.room, d.who)
+		if err != nil {
+			s.cfg.logger.Warn("chat: cannot settle a departure", "room", d.room, "err", err)
+		}
+		if !announce {
+			return
+		}
+	}
+	if err := s.publish(ctx, d.room, event{Type: "leave", Nick: d.who.nick}); err != nil {
+		s.cfg.logger.Warn("chat: cannot announce a departure", "room", d.room, "err", err)
 	}
 }
 
 func topicOf(room string) string { return "room:" + room }
 
+// maxEventSize bounds a stored event: the longest message (1000
+// characters of up to 4 bytes each) and the rest of the event, with room
+// to spare.
+const maxEventSize = 8 << 10
+
 func (s *server) publish(ctx context.Context, room string, ev event) error {
 	ev.Time = time.Now().UTC()
-	data, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	_, err = s.mgr.Broadcast(ctx, topicOf(room), data)
+	_, err := s.mgr.Broadcast(ctx, topicOf(room), marshal(ev))
 	return err
 }
 
-// events turns stored messages into events.
-func events(msgs []clientmgr.Message) []event {
-	out := make([]event, 0, len(msgs))
+// marshal encodes v as JSON without HTML escaping: the page sets text
+// with textContent, never as HTML, and a "<" stays one byte, not six.
+func marshal(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(marshal(v))
+}
+
+// A stored event is an event as a room's topic keeps it.
+type stored struct {
+	cursor clientmgr.Cursor
+	typ    string
+	data   json.RawMessage
+}
+
+// chatEvents are the events among msgs; anything else published on a
+// room's topic is left out.
+func chatEvents(msgs []clientmgr.Message) []stored {
+	out := make([]stored, 0, len(msgs))
 	for _, m := range msgs {
 		var ev event
-		if json.Unmarshal(m.Data, &ev) == nil {
-			ev.Seq = m.Seq
-			out = append(out, ev)
+		if json.Unmarshal(m.Data, &ev) == nil && ev.Type != "" {
+			out = append(out, stored{m.Cursor(), ev.Type, m.Data})
 		}
 	}
 	return out
@@ -188,132 +304,8 @@ func validRoom(next http.Handler) http.Handler {
 	})
 }
 
-// form reads a POST's form of at most limit bytes; a larger one is
-// refused with 413, a malformed one with 400.
-func form(w http.ResponseWriter, r *http.Request, limit int64) bool {
-	r.Body = http.MaxBytesReader(w, r.Body, limit)
-	if err := r.ParseForm(); err != nil {
-		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
-			http.Error(w, "request too large", http.StatusRequestEntityTooLarge)
-		} else {
-			http.Error(w, "bad form: "+err.Error(), http.StatusBadRequest)
-		}
-		return false
-	}
-	return true
-}
-
-func (s *server) nick(w http.ResponseWriter, r *http.Request) (string, bool) {
-	nick, err := parseNick(r.FormValue("nick"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return "", false
-	}
-	return nick, true
-}
-
-// join enters the room: a join notice (the first time), then the room's
-// last 50 events, the members and the cursor to poll from.
-func (s *server) join(w http.ResponseWriter, r *http.Request) {
-	if !form(w, r, 4<<10) {
-		return
-	}
-	nick, ok := s.nick(w, r)
-	if !ok {
-		return
-	}
-	room := chi.URLParam(r, "room")
-	if s.present.touch(room, nick, time.Now()) {
-		if err := s.publish(r.Context(), room, event{Type: "join", Nick: nick}); err != nil {
-			s.unavailable(w, err)
-			return
-		}
-	}
-	last := s.mgr.LastSeq(topicOf(room))
-	msgs, _ := s.mgr.Since(topicOf(room), last-min(last, historyOnJoin))
-	writeJSON(w, map[string]any{"cursor": last, "history": events(msgs), "members": s.present.members(room)})
-}
-
-func (s *server) leave(w http.ResponseWriter, r *http.Request) {
-	if !form(w, r, 4<<10) {
-		return
-	}
-	nick, ok := s.nick(w, r)
-	if !ok {
-		return
-	}
-	room := chi.URLParam(r, "room")
-	if s.present.leave(room, nick) {
-		s.publish(r.Context(), room, event{Type: "leave", Nick: nick})
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *server) post(w http.ResponseWriter, r *http.Request) {
-	if !form(w, r, 16<<10) {
-		return
-	}
-	nick, ok := s.nick(w, r)
-	if !ok {
-		return
-	}
-	text, err := parseText(r.FormValue("text"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	if !s.allow(nick + "@" + clientAddr(r)) {
-		w.Header().Set("Retry-After", "1")
-		http.Error(w, "too many messages: slow down", http.StatusTooManyRequests)
-		return
-	}
-	room := chi.URLParam(r, "room")
-	s.present.touch(room, nick, time.Now())
-	if err := s.publish(r.Context(), room, event{Type: "message", Nick: nick, Text: text}); err != nil {
-		s.unavailable(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// allow applies the per-client rate limit: 2 messages a second, bursts of 5.
-func (s *server) allow(client string) bool {
-	s.limitMu.Lock()
-	defer s.limitMu.Unlock()
-	l := s.limiters[client]
-	if l == nil {
-		l = &limiter{Limiter: rate.NewLimiter(2, 5)}
-		s.limiters[client] = l
-	}
-	l.seen = time.Now()
-	return l.Allow()
-}
-
-func clientAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
-func (s *server) members(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, s.present.members(chi.URLParam(r, "room")))
-}
-
-func (s *server) unavailable(w http.ResponseWriter, err error) {
-	s.cfg.logger.Warn("chat: cannot publish", "err", err)
-	w.Header().Set("Retry-After", "1")
-	http.Error(w, "cannot publish now, retry", http.StatusServiceUnavailable)
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v)
-}
-
 // logRequests logs one structured line per request, with its route
-// pattern, final status and duration (waits included).
+// pattern, client, final status and duration (waits included).
 func (s *server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -324,6 +316,6 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 			route = rctx.RoutePattern()
 		}
 		s.cfg.logger.Info("request", "method", r.Method, "route", route, "status", ww.Status(),
-			"duration", time.Since(start), "id", chimw.GetReqID(r.Context()))
+			"client", s.cfg.proxies.client(r), "duration", time.Since(start), "id", chimw.GetReqID(r.Context()))
 	})
 }

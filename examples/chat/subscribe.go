@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -10,132 +11,157 @@ import (
 
 	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/continuation"
+	"github.com/cometkit/cometkit/sse"
 )
 
 // subscriptionAttr holds a subscriber's state across its dispatches.
 const subscriptionAttr = "chat.subscription"
 
-// subscription is one subscriber: its transport, its cursor (the last Seq
-// it has been sent) and, if it said, its nick, to keep it present.
+// A subscription is one subscriber: its room, its transport, and its
+// session, if it has one, whose nick it keeps present.
 type subscription struct {
-	topic  string
-	room   string
-	sse    bool
-	cursor uint64
-	nick   string
+	room    string
+	sse     bool
+	session *session
+	cursor  clientmgr.Cursor // the cursor of its last registration
+}
+
+// A pollAnswer is a long-poll's answer: the events after the client's
+// cursor, whether they follow it without a gap (false: the client may
+// have missed some, because its cursor is from before a restart or older
+// than the room's history), and the cursor to poll with next.
+type pollAnswer struct {
+	Events   []json.RawMessage `json:"events"`
+	Complete bool              `json:"complete"`
+	Next     clientmgr.Cursor  `json:"next"`
 }
 
 // subscribe serves both transports with the same continuation cycle:
-// suspend, register on the room's topic from the cursor, and on the
-// redispatch send what arrived. A long-poll then answers (a JSON array,
-// [] on timeout); an event stream writes the events, flushes, and suspends
-// again on the same response, until the client goes or the server stops.
+// suspend, register on the room's topic from the client's cursor, and on
+// the redispatch send what arrived. A long-poll then answers with a
+// pollAnswer; an event stream writes the events, each with its cursor as
+// its id (a "missed" event first when the client may have missed some),
+// and suspends again on the same response, until the client goes or the
+// server stops.
 func (s *server) subscribe(w http.ResponseWriter, r *http.Request) {
 	c := continuation.FromRequest(r)
 	if c.IsInitial() {
-		sub, err := s.newSubscription(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		c.SetAttribute(subscriptionAttr, sub)
-		c.SetTimeout(s.cfg.pollTimeout)
-		if sub.sse {
-			h := w.Header()
-			h.Set("Content-Type", "text/event-stream")
-			h.Set("Cache-Control", "no-cache")
-			h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-			fmt.Fprintf(w, "retry: 2000\n: connected\n\n")
-			http.NewResponseController(w).Flush()
-		}
-		s.wait(w, c, sub)
+		s.startSubscription(w, r, c)
 		return
 	}
-
 	sub := c.Attribute(subscriptionAttr).(*subscription)
-	msgs := clientmgr.Messages(c)
-	if len(msgs) > 0 && msgs[0].Seq > sub.cursor+1 {
-		// The batch overflowed (a slow client): take it from the history.
-		msgs, _ = s.mgr.Since(sub.topic, sub.cursor)
-	}
-	if len(msgs) > 0 {
-		sub.cursor = msgs[len(msgs)-1].Seq
-	}
-	if sub.nick != "" {
-		s.present.touch(sub.room, sub.nick, time.Now())
+	b := batchOf(c, sub)
+	if sub.session != nil {
+		// Still here: renew the nick's presence (errors only lose that).
+		s.claim(r.Context(), sub.room, *sub.session)
 	}
 	if !sub.sse {
-		writeJSON(w, events(msgs))
+		writeJSON(w, pollAnswer{Events: raw(chatEvents(b.Messages)), Complete: b.Complete, Next: b.Next})
 		return
 	}
-	if err := writeEvents(w, events(msgs)); err != nil {
-		return // the client is gone
+	if sse.Send(w, streamEvents(b)...) == nil {
+		s.wait(w, r, c, sub, b.Next)
 	}
-	s.wait(w, c, sub)
 }
 
-func (s *server) newSubscription(r *http.Request) (*subscription, error) {
-	q := r.URL.Query()
-	room := chi.URLParam(r, "room")
-	sub := &subscription{topic: topicOf(room), room: room}
-	switch q.Get("transport") {
+// startSubscription checks the request and waits from the client's
+// cursor. A room this server cannot hold (at -max-rooms) is refused with
+// 503 and Retry-After before a stream starts, so that neither transport
+// comes back at once: the page shows the error and backs off.
+func (s *server) startSubscription(w http.ResponseWriter, r *http.Request, c *continuation.Continuation) {
+	sub := &subscription{room: chi.URLParam(r, "room")}
+	switch t := r.URL.Query().Get("transport"); t {
 	case "", "longpoll":
 	case "sse":
 		sub.sse = true
 	default:
-		return nil, fmt.Errorf("unknown transport %q: use longpoll or sse", q.Get("transport"))
-	}
-	cursor := q.Get("since")
-	if id := r.Header.Get("Last-Event-ID"); sub.sse && id != "" {
-		cursor = id // EventSource's own reconnect
-	}
-	var err error
-	if sub.cursor, err = parseCursor(cursor); err != nil {
-		return nil, err
-	}
-	if q.Has("nick") {
-		if sub.nick, err = parseNick(q.Get("nick")); err != nil {
-			return nil, err
-		}
-		s.present.touch(room, sub.nick, time.Now())
-	}
-	return sub, nil
-}
-
-// wait suspends the request and registers it from its cursor; anything
-// already past the cursor resumes it at once.
-func (s *server) wait(w http.ResponseWriter, c *continuation.Continuation, sub *subscription) {
-	if err := c.Suspend(); err != nil {
-		// Shutting down or overloaded. A stream just ends (EventSource
-		// reconnects); a poll is told to come back.
-		if !sub.sse {
-			w.Header().Set("Retry-After", "1")
-			http.Error(w, "server busy, retry", http.StatusServiceUnavailable)
-		}
+		http.Error(w, fmt.Sprintf("unknown transport %q: use longpoll or sse", t), http.StatusBadRequest)
 		return
 	}
-	if err := s.mgr.Register(sub.topic, sub.cursor, c); err != nil {
-		c.Resume() // answer now, with nothing, rather than wait for nothing
+	cursor := r.URL.Query().Get("since")
+	if id := sse.LastEventID(r); sub.sse && id != "" {
+		cursor = id // EventSource's own reconnect
+	}
+	after, err := clientmgr.ParseCursor(cursor)
+	if err != nil {
+		http.Error(w, "bad cursor: since and Last-Event-ID are a cursor the chat gave (or empty)", http.StatusBadRequest)
+		return
+	}
+	ss, hasSession, err := s.signer.fromRequest(r)
+	if err != nil {
+		s.fail(w, err) // 401: the page joins again
+		return
+	}
+	if _, err := s.rooms.enter(sub.room, time.Now()); err != nil {
+		s.fail(w, err)
+		return
+	}
+	if hasSession {
+		if err := s.claim(r.Context(), sub.room, ss); err != nil {
+			s.fail(w, err)
+			return
+		}
+		sub.session = &ss
+	}
+	c.SetAttribute(subscriptionAttr, sub)
+	c.SetTimeout(s.cfg.pollTimeout)
+	if sub.sse && sse.Start(w, 2*time.Second) != nil {
+		return
+	}
+	s.wait(w, r, c, sub, after)
+}
+
+// wait suspends the request and registers it from the cursor; anything
+// already past the cursor resumes it at once. When waiting is refused
+// (shutting down, overloaded) a poll is answered 503 with Retry-After and
+// a stream ends (EventSource reconnects after its retry delay): never a
+// resume that would answer at once and bring the client straight back.
+func (s *server) wait(w http.ResponseWriter, r *http.Request, c *continuation.Continuation, sub *subscription, after clientmgr.Cursor) {
+	sub.cursor = after
+	err := c.Suspend()
+	if err == nil {
+		if err = s.mgr.RegisterCursor(r.Context(), topicOf(sub.room), after, c); err != nil {
+			defer c.Complete() // what is written below is the response
+		}
+	}
+	if err != nil && !sub.sse {
+		if !errors.Is(err, clientmgr.ErrTooManyTopics) {
+			err = errBusy
+		}
+		s.fail(w, err)
 	}
 }
 
-// writeEvents writes events in the event-stream format and flushes them;
-// with none (a timeout) it writes a keep-alive comment.
-func writeEvents(w http.ResponseWriter, evs []event) error {
-	rc := http.NewResponseController(w)
-	// A client that does not read must not hold the request forever.
-	rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	defer rc.SetWriteDeadline(time.Time{})
-	if len(evs) == 0 {
-		if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
-			return err
-		}
+// batchOf is the batch of the continuation's registration on its room.
+func batchOf(c *continuation.Continuation, sub *subscription) clientmgr.Batch {
+	if bs := clientmgr.Batches(c); len(bs) > 0 {
+		return bs[0]
 	}
-	for _, ev := range evs {
-		data, _ := json.Marshal(ev)
-		if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", ev.Seq, ev.Type, data); err != nil {
-			return err
-		}
+	return clientmgr.Batch{Complete: true, Next: sub.cursor}
+}
+
+func raw(evs []stored) []json.RawMessage {
+	out := make([]json.RawMessage, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.data
 	}
-	return rc.Flush()
+	return out
+}
+
+// streamEvents are a batch's server-sent events: "missed", carrying the
+// cursor to go on from, when the batch is incomplete, then one event per
+// chat event, named by its type, with its cursor as its id.
+func streamEvents(b clientmgr.Batch) []sse.Event {
+	var out []sse.Event
+	if !b.Complete {
+		missed := sse.Event{Type: "missed", Data: []byte(b.Next.String())}
+		if len(b.Messages) == 0 {
+			missed.ID = b.Next.String() // a reconnect goes on from there
+		}
+		out = append(out, missed)
+	}
+	for _, ev := range chatEvents(b.Messages) {
+		out = append(out, sse.Event{ID: ev.cursor.String(), Type: ev.typ, Data: ev.data})
+	}
+	return out
 }

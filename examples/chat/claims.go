@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// sharedClaims keep, in Redis, which session holds each nick in each room,
+// so that a nick present through one node cannot be taken through
+// another. A claim is a key, the nick's skeleton in the room, whose value
+// is the holding session's id; it expires unless renewed, and the nodes
+// its client polls renew it. When a nick leaves or times out, the key
+// says so ("-" and the id) for a while, so that of the nodes that saw the
+// nick, exactly one announces its departure.
+type sharedClaims struct {
+	rdb  *redis.Client
+	ttl  time.Duration // a claim not renewed for this long expires
+	gone time.Duration // how long the mark of a departure stays
+}
+
+func (sc *sharedClaims) key(room, nick string) string {
+	return "cometkit:chat:nick:" + room + ":" + skeleton(nick)
+}
+
+// claimScript takes or renews a claim: 0 if another session holds it,
+// 1 if it was free, 2 if the session held it already.
+var claimScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] and string.sub(v, 1, 1) ~= '-' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if v == ARGV[1] then return 2 end
+return 1`)
+
+// claim takes or renews the session's claim on its nick in room. It
+// returns errNickTaken if another session holds it, and reports whether
+// the nick is new to the room (it was free).
+func (sc *sharedClaims) claim(ctx context.Context, room string, ss session) (fresh bool, err error) {
+	n, err := claimScript.Run(ctx, sc.rdb, []string{sc.key(room, ss.nick)}, ss.id, sc.ttl.Milliseconds()).Int()
+	switch {
+	case err != nil:
+		return false, err
+	case n == 0:
+		return false, errNickTaken
+	}
+	return n == 1, nil
+}
+
+// releaseScript gives a claim up, if the session holds it, leaving the
+// mark of its departure.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], '-' .. ARGV[1], 'PX', ARGV[2])
+return 1`)
+
+// release gives up the session's claim on its nick in room, and reports
+// whether it held one: it left.
+func (sc *sharedClaims) release(ctx context.Context, room string, ss session) (bool, error) {
+	n, err := releaseScript.Run(ctx, sc.rdb, []string{sc.key(room, ss.nick)}, ss.id, sc.gone.Milliseconds()).Int()
+	return n == 1, err
+}
+
+// departScript marks an expired claim as departed: 1 if this call did,
+// so its node announces the departure; 0 if the claim is alive (renewed
+// through another node), already marked, or another session's.
+var departScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) then return 0 end
+redis.call('SET', KEYS[1], '-' .. ARGV[1], 'PX', ARGV[2])
+return 1`)
+
+// depart reports whether this node should announce that the session's
+// nick, which timed out here, left room.
+func (sc *sharedClaims) depart(ctx context.Context, room string, ss session) (bool, error) {
+	n, err := departScript.Run(ctx, sc.rdb, []string{sc.key(room, ss.nick)}, ss.id, sc.gone.Milliseconds()).Int()
+	return n == 1, err
+}
+
+// holds reports whether the session holds its nick in room.
+func (sc *sharedClaims) holds(ctx context.Context, room string, ss session) (bool, error) {
+	v, err := sc.rdb.Get(ctx, sc.key(room, ss.nick)).Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	return v == ss.id, err
+}
