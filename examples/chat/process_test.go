@@ -437,7 +437,9 @@ func metric(t *testing.T, addr, name string) float64 {
 
 // Issue 11.5: a second SIGTERM during the drain stops the process at
 // once, with a failing status. The drain is held by a connection that
-// never finishes its headers (http.Server.Shutdown waits for it).
+// never finishes its headers: http.Server.Shutdown waits for a new
+// connection for five seconds. A request on another connection, answered
+// after it, shows that the server has accepted it (it accepts in order).
 func TestSecondSignalStopsAtOnce(t *testing.T) {
 	srv := testproc.Start(t, ".", "-drain", "30s", "-header-timeout", "1m")
 	conn, err := net.Dial("tcp", srv.Addr)
@@ -445,6 +447,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	defer conn.Close()
 	_, err = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: chat\r\n")
 	require.NoError(t, err)
+	waitUntilServing(t, "http://"+srv.Addr+"/healthz")
 	exited := make(chan error, 1)
 	go func() { exited <- srv.Wait() }()
 

@@ -140,17 +140,19 @@ function subscribeURL(s, transport) {
 }
 
 async function longPoll(s) {
-  let attempt = 0;
+  let attempt = 0, rejoined = false;
   while (!s.stopped) {
     s.controller = new AbortController();
     const timer = setTimeout(() => s.controller.abort(), POLL_TIMEOUT_MS);
     try {
       const resp = await fetch(subscribeURL(s, "longpoll"), { signal: s.controller.signal });
-      if (resp.status === 401) {
+      if (resp.status === 401 && !rejoined) { // once: a session refused again is an error
         await rejoin(s);
+        rejoined = true;
         continue;
       }
       if (!resp.ok) throw await failure(resp);
+      rejoined = false;
       const answer = await resp.json();
       if (s.stopped) return;
       if (!answer.complete) missed(s);
