@@ -47,12 +47,13 @@ func newRooms(max int, perSecond float64, renewAfter time.Duration) *rooms {
 	return &rooms{max: max, rate: rate.Limit(perSecond), burst: burstOf(perSecond), renewAfter: renewAfter, byName: make(map[string]*room)}
 }
 
-// enter returns the room, making it if it is new and there is room for
-// it (errTooManyRooms if not).
-func (rs *rooms) enter(name string, now time.Time) (*room, error) {
+// enter marks the room used, making it if it is new and there is room
+// for it (errTooManyRooms if not).
+func (rs *rooms) enter(name string, now time.Time) error {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	return rs.enterLocked(name, now)
+	_, err := rs.enterLocked(name, now)
+	return err
 }
 
 func (rs *rooms) enterLocked(name string, now time.Time) (*room, error) {
@@ -218,11 +219,4 @@ func (rs *rooms) reclaim(cutoff time.Time, busy func(room string) bool) {
 			delete(rs.byName, name)
 		}
 	}
-}
-
-// len is the number of rooms held.
-func (rs *rooms) len() int {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	return len(rs.byName)
 }

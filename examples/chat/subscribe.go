@@ -92,7 +92,7 @@ func (s *server) startSubscription(w http.ResponseWriter, r *http.Request, c *co
 		s.fail(w, err) // 401: the page joins again
 		return
 	}
-	if _, err := s.rooms.enter(sub.room, time.Now()); err != nil {
+	if err := s.rooms.enter(sub.room, time.Now()); err != nil {
 		s.fail(w, err)
 		return
 	}
