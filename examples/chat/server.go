@@ -124,6 +124,7 @@ func newServer(ctx context.Context, cfg config) (*server, error) {
 			return nil, err
 		}
 		opts, _ := redis.ParseURL(cfg.redisURL) // Open has checked it
+		opts.ContextTimeoutEnabled = true       // a call waits no longer than its context allows
 		s.rdb = redis.NewClient(opts)
 		// A claim outlives the gap between two renewals (a poll timeout,
 		// and one more until the next touch) and expires before its
