@@ -315,6 +315,25 @@ func TestBrowser(t *testing.T) {
 		assert.Equal(t, "aliciafrom the second tab", second.lastMessage("from the second tab"))
 	})
 
+	// A flood of joins and leaves outruns a room that keeps one event:
+	// the page is told it may have missed some, and its member list is
+	// right afterwards.
+	t.Run("flood", func(t *testing.T) {
+		alice.t = t
+		c := newChat(t, pollTimeout(2*time.Second), func(c *config) { c.history = 1 })
+		alice.join(c.ts.URL, "flood", "alice", "longpoll")
+		for i := 0; alice.eval(`document.querySelectorAll('#messages li.missed').length`) == 0; i++ {
+			require.Less(t, i, 100, "the page was never told")
+			for j := range 100 {
+				nick := fmt.Sprintf("u%d-%d", i, j)
+				require.NoError(t, c.s.publish(t.Context(), "flood", event{Type: "join", Nick: nick}))
+				require.NoError(t, c.s.publish(t.Context(), "flood", event{Type: "leave", Nick: nick}))
+			}
+			time.Sleep(100 * time.Millisecond) // for the page's next answers
+		}
+		alice.waitFor(`document.querySelector('#members').textContent === 'alice'`)
+	})
+
 	// A server at its cap on rooms refuses a new one on join with a reason
 	// the page shows.
 	t.Run("room cap", func(t *testing.T) {
