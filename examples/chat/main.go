@@ -80,10 +80,11 @@
 // session (-post-rate messages a second), per room (-room-rate events a
 // second) and, for joins, which make sessions, per client address
 // (-join-rate a second); each allows bursts of three seconds' worth, and
-// answers 429 with Retry-After beyond. A node holds at most -max-rooms
-// rooms (below the client manager's cap on topics): a join or subscription
-// that would make one more gets 503 with Retry-After, and an idle room is
-// reclaimed after five minutes. A room holds at most 500 nicks, and keeps
+// answers 429 with Retry-After beyond; with several nodes, each node
+// limits what reaches it. A node holds at most -max-rooms rooms (below
+// the client manager's cap on topics): a join or subscription that would
+// make one more gets 503 with Retry-After, and an idle room is reclaimed
+// after five minutes. A room holds at most 500 nicks, and keeps
 // -history events and -history-bytes bytes of them (with Redis, Redis
 // keeps -history of them); a join answer holds at most 50 events and
 // 64 KiB of them. Events are JSON without HTML escaping, so a "<" is one
