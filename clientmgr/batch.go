@@ -103,15 +103,7 @@ func follows(msg Message, at Cursor) bool {
 // registering c again: a new registration starts new batches.
 func Batches(c *continuation.Continuation) []Batch {
 	var out []Batch
-	for _, cl := range clientsOf(c) {
-		cl.mu.Lock()
-		if cl.sealed {
-			for _, p := range cl.parts {
-				out = append(out, p.batch) // sealed: nothing appends to it any more
-			}
-		}
-		cl.mu.Unlock()
-	}
+	eachBatch(c, func(b Batch) { out = append(out, b) })
 	return out
 }
 
@@ -121,14 +113,20 @@ func Batches(c *continuation.Continuation) []Batch {
 // topic's messages are complete and where the client stands.
 func Messages(c *continuation.Continuation) []Message {
 	var out []Message
+	eachBatch(c, func(b Batch) { out = append(out, b.Messages...) })
+	return out
+}
+
+// eachBatch calls f with each of c's sealed batches, in order. A sealed
+// batch takes no more messages, so f may keep its slices.
+func eachBatch(c *continuation.Continuation, f func(Batch)) {
 	for _, cl := range clientsOf(c) {
 		cl.mu.Lock()
 		if cl.sealed {
 			for _, p := range cl.parts {
-				out = append(out, p.batch.Messages...)
+				f(p.batch)
 			}
 		}
 		cl.mu.Unlock()
 	}
-	return out
 }

@@ -118,11 +118,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/cometkit/cometkit/clientmgr"
-	"github.com/cometkit/cometkit/continuation"
 	"github.com/cometkit/cometkit/examples/internal/serve"
 	"github.com/cometkit/cometkit/middleware"
 )
@@ -131,8 +129,6 @@ func main() {
 	var sc serve.Config
 	sc.Flags(flag.CommandLine)
 	cfg := defaults()
-	workers := flag.Int("workers", continuation.DefaultWorkersPerCPU*runtime.GOMAXPROCS(0), "dispatch workers")
-	queue := flag.Int("queue", continuation.DefaultQueueSize, "new requests that may wait for a worker")
 	flag.DurationVar(&cfg.pollTimeout, "timeout", cfg.pollTimeout, "how long a poll waits (keep it under the 30 s proxies allow)")
 	flag.IntVar(&cfg.history, "history", cfg.history, "events kept per room")
 	flag.IntVar(&cfg.historyBytes, "history-bytes", cfg.historyBytes, "bytes of events kept per room (in this process)")
@@ -148,7 +144,7 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg.logger = log
 	cfg.sessionKey = os.Getenv(sessionKeyEnv)
-	cfg.dispatch = []continuation.Option{continuation.WithWorkers(*workers), continuation.WithQueueSize(*queue)}
+	cfg.dispatch = sc.Dispatch()
 	err := cfg.check()
 	if err == nil {
 		cfg.proxies, err = parseProxies(*trusted)

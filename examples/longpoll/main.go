@@ -28,7 +28,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/cometkit/cometkit/clientmgr"
@@ -40,8 +39,6 @@ import (
 func main() {
 	var cfg serve.Config
 	cfg.Flags(flag.CommandLine)
-	workers := flag.Int("workers", continuation.DefaultWorkersPerCPU*runtime.GOMAXPROCS(0), "dispatch workers")
-	queue := flag.Int("queue", continuation.DefaultQueueSize, "new requests that may wait for a worker (size it to the clients one broadcast wakes: they all re-poll at once)")
 	timeout := flag.Duration("timeout", 25*time.Second, "how long a subscriber waits (proxies often cut at 30s)")
 	history := flag.Int("history", clientmgr.DefaultHistory, "messages kept for ?since= cursors")
 	certFile := flag.String("tls-cert", "", "serve HTTPS (HTTP/2 and HTTP/1.1) with this certificate (PEM); needs -tls-key")
@@ -50,8 +47,8 @@ func main() {
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	mgr := clientmgr.New(clientmgr.WithHistory(*history))
-	container, err := newContainer(mgr, continuation.WithWorkers(*workers), continuation.WithQueueSize(*queue),
-		continuation.WithDefaultTimeout(*timeout), continuation.WithLogger(log))
+	container, err := newContainer(mgr, append(cfg.Dispatch(),
+		continuation.WithDefaultTimeout(*timeout), continuation.WithLogger(log))...)
 	if err == nil {
 		err = run(cfg, container, *certFile, *keyFile, log)
 	}

@@ -12,8 +12,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
+
+	"github.com/cometkit/cometkit/continuation"
 )
 
 // Config is what the examples' servers share: where to listen, the
@@ -27,6 +30,8 @@ type Config struct {
 	ReadTimeout   time.Duration // the whole request, body included
 	IdleTimeout   time.Duration // a keep-alive connection between two requests
 	Drain         time.Duration // how long a shutdown waits for requests to finish
+	Workers       int           // dispatches running at once
+	Queue         int           // new requests that may wait for a worker
 }
 
 // Flags registers the command-line flags for c on fs, with the defaults.
@@ -36,6 +41,13 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", 30*time.Second, "how long a client may take to send a whole request")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept")
 	fs.DurationVar(&c.Drain, "drain", 10*time.Second, "how long shutdown waits for requests to finish")
+	fs.IntVar(&c.Workers, "workers", continuation.DefaultWorkersPerCPU*runtime.GOMAXPROCS(0), "dispatches running at once")
+	fs.IntVar(&c.Queue, "queue", continuation.DefaultQueueSize, "new requests that may wait for a worker (size it to the clients one broadcast wakes: they all poll again at once)")
+}
+
+// Dispatch returns the Dispatcher's options for c's workers and queue.
+func (c Config) Dispatch() []continuation.Option {
+	return []continuation.Option{continuation.WithWorkers(c.Workers), continuation.WithQueueSize(c.Queue)}
 }
 
 // Server returns an http.Server for h with c's address and timeouts.
