@@ -15,6 +15,11 @@ import (
 	"github.com/cometkit/cometkit/sse"
 )
 
+// errorEvent is the event type of error frames on a stream: every other
+// frame's event is its type, but EventSource fires "error" itself when the
+// connection fails, and a listener could not tell the two apart.
+const errorEvent = "hub-error"
+
 // A stream is one event stream: the topics of its URL, in order, and the
 // cursor of each, which every event's id carries, so that a reconnecting
 // EventSource resumes each topic where it was.
@@ -85,7 +90,7 @@ func (h *Hub) serveEvents(w http.ResponseWriter, r *http.Request, c *continuatio
 		h.metrics.refused(code)
 		e := errorFrame(code, message)
 		e.Topic = t
-		refusals = append(refusals, sse.Event{Type: "error", Data: e.encode()})
+		refusals = append(refusals, sse.Event{Type: errorEvent, Data: e.encode()})
 	}
 	if len(refusals) == len(st.topics) {
 		// Nothing to stream: refuse it, so that EventSource stops instead of
@@ -148,7 +153,7 @@ func (st *stream) wait(w http.ResponseWriter, c *continuation.Continuation) {
 			st.h.metrics.refused(code)
 			e := errorFrame(code, message)
 			e.Topic = t
-			st.send(w, []sse.Event{{Type: "error", Data: e.encode()}})
+			st.send(w, []sse.Event{{Type: errorEvent, Data: e.encode()}})
 			c.Complete()
 			return
 		}

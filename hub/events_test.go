@@ -103,7 +103,7 @@ func TestEventsAuthorizer(t *testing.T) {
 	})))
 	es := th.stream(url.Values{"topic": {"secret", "open"}, "token": {"good"}}, "")
 	ev := es.mustNext()
-	assert.Equal(t, "error", ev.Type)
+	assert.Equal(t, "hub-error", ev.Type, "EventSource keeps \"error\" for its own")
 	assert.Equal(t, "forbidden", ev.Frame.Code)
 	assert.Equal(t, "secret", ev.Frame.Topic)
 	ev = es.mustNext()
