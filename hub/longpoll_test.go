@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -125,4 +126,40 @@ func TestLongPollOrigin(t *testing.T) {
 	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
 	status, _ := th.longPoll(`[{"op":"ping"}]`, "Origin", th.srv.URL)
 	assert.Equal(t, http.StatusOK, status)
+}
+
+// A cursor from before a restart (a new Manager, a new epoch): missed, then
+// the new sequence.
+func TestLongPollEpochChange(t *testing.T) {
+	before := newHub(t, nil)
+	old := before.publish("a", "old")
+	after := newHub(t, nil)
+	m := after.publish("a", "new")
+	_, frames := after.longPoll(`[{"op":"subscribe","topic":"a","cursor":"` + old.Cursor().String() + `"}]`)
+	require.Len(t, frames, 2)
+	assert.Equal(t, serverFrame{Type: "missed", Topic: "a", Cursor: clientmgr.Cursor{Epoch: m.Epoch}.String()}, frames[0])
+	assert.Equal(t, "new", frames[1].Data)
+	assert.Equal(t, m.Cursor().String(), frames[1].Cursor)
+}
+
+// The Authorizer sees each poll: a refusal is 403 with the error frame, and
+// nothing in the poll is done.
+func TestLongPollAuthorizer(t *testing.T) {
+	th := newHub(t, nil, hub.WithAuthorizer(hub.AuthorizerFunc(func(r *http.Request) (hub.Access, error) {
+		if r.Header.Get("Authorization") != "Bearer good" {
+			return nil, errors.New("no")
+		}
+		return hub.Grant{Publish: func(string) bool { return true }}, nil
+	})))
+	status, frames := th.longPoll(`[{"op":"publish","topic":"a","data":"x"}]`)
+	assert.Equal(t, http.StatusForbidden, status)
+	require.Len(t, frames, 1)
+	assert.Equal(t, "forbidden", frames[0].Code)
+	head, err := th.mgr.Head(context.Background(), "a")
+	require.NoError(t, err)
+	assert.Zero(t, head.Seq, "the refused poll published nothing")
+
+	status, frames = th.longPoll(`[{"op":"publish","topic":"a","data":"x"}]`, "Authorization", "Bearer good")
+	assert.Equal(t, http.StatusOK, status)
+	assert.Equal(t, "published", frames[0].Type)
 }
