@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +25,7 @@ const (
 type config struct {
 	Target      string        // base URL of a server speaking the longpoll example's protocol
 	Subscribers int           // concurrent subscribers
-	Mode        string        // modeSince, modeClassic or modeSSE
+	Mode        string        // modeSince, modeClassic, modeSSE, or one of the hub's: modeWS, modeHubSSE, modeHubPoll
 	SourceIPs   int           // spread HTTP/1.1 clients over 127.0.0.1 … 127.0.0.N (ports per address are limited)
 	H2C         bool          // use cleartext HTTP/2 (many requests per connection) for an http:// target
 	Streams     int           // HTTP/2: waiting requests per connection
@@ -43,8 +44,10 @@ func (cfg config) validate() error {
 	switch {
 	case cfg.Subscribers < 1:
 		return errors.New("-n must be positive")
-	case cfg.Mode != modeSince && cfg.Mode != modeClassic && cfg.Mode != modeSSE:
-		return fmt.Errorf("unknown -mode %q: use since, classic or sse", cfg.Mode)
+	case !slices.Contains([]string{modeSince, modeClassic, modeSSE, modeWS, modeHubSSE, modeHubPoll}, cfg.Mode):
+		return fmt.Errorf("unknown -mode %q: use since, classic, sse, ws, hub-sse or hub-poll", cfg.Mode)
+	case cfg.Mode == modeWS && (cfg.H2C || strings.HasPrefix(cfg.Target, "https://")):
+		return errors.New("-mode ws runs over HTTP/1.1 only: a WebSocket over HTTP/2 is not supported")
 	case cfg.Rounds == 0 && (cfg.Rate <= 0 || cfg.Duration <= 0):
 		return errors.New("-rate and -duration must be positive (or use -rounds)")
 	case cfg.Burst < 1:

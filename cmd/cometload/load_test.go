@@ -111,6 +111,35 @@ func TestRunAgainstLongpoll(t *testing.T) {
 	}
 }
 
+// The hub's transports, against hub/internal/loadserver run as its own
+// process: every message reaches every subscriber once, on each.
+func TestRunAgainstHub(t *testing.T) {
+	srv := testproc.Start(t, "../../hub/internal/loadserver", "-timeout", "2s")
+	target, pid := "http://"+srv.Addr, srv.Cmd.Process.Pid
+	for _, tt := range []struct {
+		name, mode, transport string
+		h2c                   bool
+		burst, rounds         int
+	}{
+		{"WebSocket", modeWS, "http1", false, 1, 0},
+		{"WebSocket, bursts of 5", modeWS, "http1", false, 5, 0},
+		{"event stream", modeHubSSE, "http1", false, 1, 0},
+		{"event stream over h2c", modeHubSSE, "h2c", true, 5, 0},
+		{"long-poll", modeHubPoll, "http1", false, 1, 0},
+		{"long-poll over h2c, rounds", modeHubPoll, "h2c", true, 1, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := quick(target, pid)
+			cfg.Mode, cfg.H2C, cfg.Burst, cfg.Rounds = tt.mode, tt.h2c, tt.burst, tt.rounds
+			res, err := run(t.Context(), cfg, nil)
+			require.NoError(t, err)
+			assertAllDelivered(t, res, tt.transport)
+		})
+	}
+	_, err := run(t.Context(), config{Target: target, Subscribers: 1, Mode: modeWS, H2C: true, Rate: 1, Burst: 1, Duration: time.Second}, nil)
+	assert.ErrorContains(t, err, "HTTP/1.1 only")
+}
+
 // HTTP/2 over TLS: the longpoll example serves a certificate made for the
 // test by the standard library's generate_cert.go.
 func TestRunOverTLS(t *testing.T) {

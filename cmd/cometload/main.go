@@ -14,7 +14,10 @@
 // the default); GET
 // /subscribe answers the next message as text (-mode classic); GET /events
 // is a server-sent event stream (-mode sse); POST /publish takes form field
-// message.
+// message. The modes ws, hub-sse and hub-poll speak package hub's wire
+// format instead, to a hub at /hub/ following the topic "load", over a
+// WebSocket, an event stream or long-polls; hub/internal/loadserver is such
+// a server.
 //
 // Transports: HTTP/1.1, one connection per waiting request, spread over
 // -source-ips loopback addresses because each has about 28,000 ephemeral
@@ -42,7 +45,7 @@ func main() {
 	var cfg config
 	flag.StringVar(&cfg.Target, "target", "http://127.0.0.1:8080", "server base URL, http:// or https:// (loopback only)")
 	flag.IntVar(&cfg.Subscribers, "n", 100, "concurrent subscribers")
-	flag.StringVar(&cfg.Mode, "mode", modeSince, "subscriber protocol: since (long-poll with a cursor), classic (long-poll without) or sse")
+	flag.StringVar(&cfg.Mode, "mode", modeSince, "subscriber protocol: since (long-poll with a cursor), classic (long-poll without) or sse; or the hub's wire format at /hub/: ws, hub-sse or hub-poll")
 	flag.IntVar(&cfg.SourceIPs, "source-ips", 1, "spread HTTP/1.1 connections over 127.0.0.1..127.0.0.N (each address has ~28k ports)")
 	flag.BoolVar(&cfg.H2C, "h2c", false, "use cleartext HTTP/2 for an http:// target: many waiting requests per connection")
 	flag.IntVar(&cfg.Streams, "streams", 200, "HTTP/2: waiting requests per connection (Go servers allow 250 by default)")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -86,6 +87,12 @@ func (s *subscriber) run(ctx context.Context, mode string) {
 		switch mode {
 		case modeSSE:
 			err = s.stream(ctx)
+		case modeWS:
+			err = s.socket(ctx)
+		case modeHubSSE:
+			err = s.hubStream(ctx)
+		case modeHubPoll:
+			err = s.hubPoll(ctx)
 		default:
 			err = s.poll(ctx, mode == modeSince)
 		}
@@ -128,17 +135,24 @@ func classify(err error) loadError {
 	return loadError(msg[:min(len(msg), 60)])
 }
 
-// request makes a GET whose request, once written, counts as waiting until
-// its answer comes. The transport's own goroutine reports the write (over
-// HTTP/2), hence the atomic.
-func (s *subscriber) request(ctx context.Context, path string) (*http.Request, func()) {
+// request makes a GET (or, with a body, a POST of JSON) whose request,
+// once written, counts as waiting until its answer comes. The transport's
+// own goroutine reports the write (over HTTP/2), hence the atomic.
+func (s *subscriber) request(ctx context.Context, path string, body []byte) (*http.Request, func()) {
 	var written atomic.Bool
 	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
 		if !written.Swap(true) {
 			s.st.waiting.Add(1)
 		}
 	}}
-	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, s.target+path, nil)
+	method, r := http.MethodGet, io.Reader(nil)
+	if body != nil {
+		method, r = http.MethodPost, bytes.NewReader(body)
+	}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, s.target+path, r)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	return req, func() {
 		if written.Swap(true) {
 			s.st.waiting.Add(-1)
@@ -152,7 +166,7 @@ func (s *subscriber) poll(ctx context.Context, since bool) error {
 	if since {
 		path += "?since=" + url.QueryEscape(s.cursor)
 	}
-	req, answered := s.request(ctx, path)
+	req, answered := s.request(ctx, path, nil)
 	s.st.polls.Add(1)
 	resp, err := s.client.Do(req)
 	answered()

@@ -1,0 +1,165 @@
+package hub_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cometkit/cometkit/clientmgr"
+	"github.com/cometkit/cometkit/hub"
+)
+
+// A poll without a cursor learns where the topic stands, at once; a poll
+// with one waits for what follows it, and one that times out answers [].
+func TestLongPollCursors(t *testing.T) {
+	th := newHub(t, nil, hub.WithPollTimeout(200*time.Millisecond))
+	th.publish("a", "before")
+	status, frames := th.longPoll(`[{"op":"subscribe","topic":"a"},{"op":"subscribe","topic":"b"}]`)
+	assert.Equal(t, http.StatusOK, status)
+	require.Len(t, frames, 2)
+	assert.Equal(t, "subscribed", frames[0].Type)
+	assert.Equal(t, "subscribed", frames[1].Type)
+	ca, cb := frames[0].Cursor, frames[1].Cursor
+
+	answer := make(chan []serverFrame, 1)
+	go func() {
+		_, frames := th.longPoll(`[{"op":"subscribe","topic":"a","cursor":"` + ca + `"},{"op":"subscribe","topic":"b","cursor":"` + cb + `"}]`)
+		answer <- frames
+	}()
+	waitFor(t, "the poll to wait on both topics", func() bool { return th.mgr.Count("a") == 1 && th.mgr.Count("b") == 1 })
+	m := th.publish("b", "news")
+	frames = <-answer
+	require.Len(t, frames, 1)
+	assert.Equal(t, "news", frames[0].Data)
+	assert.Equal(t, m.Cursor().String(), frames[0].Cursor)
+
+	status, frames = th.longPoll(`[{"op":"subscribe","topic":"a","cursor":"` + ca + `"}]`)
+	assert.Equal(t, http.StatusOK, status)
+	assert.Empty(t, frames, "nothing new within the poll timeout")
+}
+
+func TestLongPollMissed(t *testing.T) {
+	mgr := clientmgr.New(clientmgr.WithHistory(1))
+	t.Cleanup(func() { mgr.Close() })
+	th := newHub(t, mgr)
+	first := th.publish("a", "1")
+	th.publish("a", "2")
+	last := th.publish("a", "3")
+	_, frames := th.longPoll(`[{"op":"subscribe","topic":"a","cursor":"` + first.Cursor().String() + `"}]`)
+	require.Len(t, frames, 2)
+	assert.Equal(t, serverFrame{Type: "missed", Topic: "a", Cursor: clientmgr.Cursor{Epoch: last.Epoch, Seq: 2}.String()}, frames[0])
+	assert.Equal(t, "3", frames[1].Data)
+}
+
+// A poll that only publishes answers at once; publishing is refused unless
+// the Authorizer allows it.
+func TestLongPollPublish(t *testing.T) {
+	closed := newHub(t, nil)
+	_, frames := closed.longPoll(`[{"op":"publish","topic":"room:a","data":"x","id":1}]`)
+	require.Len(t, frames, 1)
+	assert.Equal(t, "forbidden", frames[0].Code)
+
+	th := newHub(t, nil, hub.WithAuthorizer(allowPublish("ann")))
+	_, frames = th.longPoll(`[{"op":"publish","topic":"room:a","data":"x","id":1},{"op":"ping"},{"op":"unsubscribe","topic":"z"}]`)
+	require.Len(t, frames, 2)
+	assert.Equal(t, "published", frames[0].Type)
+	assert.JSONEq(t, "1", string(frames[0].ID))
+	assert.Equal(t, "pong", frames[1].Type)
+	b, err := th.mgr.History(context.Background(), "room:a", clientmgr.Cursor{})
+	require.NoError(t, err)
+	require.Len(t, b.Messages, 1)
+	assert.Equal(t, frames[0].Cursor, b.Messages[0].Cursor().String())
+}
+
+func TestLongPollBadRequests(t *testing.T) {
+	th := newHub(t, nil, hub.WithMaxMessageSize(200), hub.WithMaxTopics(1),
+		hub.WithAuthorizer(hub.AuthorizerFunc(func(*http.Request) (hub.Access, error) {
+			return hub.Grant{Subscribe: func(topic string) bool { return topic != "secret" }}, nil
+		})))
+	for _, tt := range []struct {
+		name, body string
+		status     int
+		code       string
+	}{
+		{"not JSON", `[{`, 400, "bad_request"},
+		{"not an array", `{"op":"ping"}`, 400, "bad_request"},
+		{"a bad frame among good ones", `[{"op":"ping"},{"op":"fly"}]`, 400, "bad_request"},
+		{"too large", `[` + strings.Repeat(`{"op":"ping"},`, 20) + `{"op":"ping"}]`, 413, "too_large"},
+	} {
+		status, frames := th.longPoll(tt.body)
+		assert.Equal(t, tt.status, status, tt.name)
+		if assert.Len(t, frames, 1, tt.name) {
+			assert.Equal(t, tt.code, frames[0].Code, tt.name)
+		}
+	}
+	// Refusals of one subscription are frames of a 200, answered at once.
+	_, frames := th.longPoll(`[{"op":"subscribe","topic":"secret"},{"op":"subscribe","topic":"a","cursor":"x-y"},{"op":"subscribe","topic":"a"},{"op":"subscribe","topic":"b"}]`)
+	codes := make([]string, len(frames))
+	for i, f := range frames {
+		codes[i] = f.Code + f.Type
+	}
+	assert.Equal(t, []string{"forbiddenerror", "bad_requesterror", "bad_requesterror", "too_many_topicserror"}, codes)
+
+	req, _ := http.NewRequest(http.MethodPut, th.url(), nil)
+	resp, err := th.srv.Client().Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	assert.Equal(t, "GET, POST", resp.Header.Get("Allow"))
+}
+
+// A cross-origin POST is refused: a long-poll may publish with the user's
+// cookies.
+func TestLongPollOrigin(t *testing.T) {
+	th := newHub(t, nil)
+	req, _ := http.NewRequest(http.MethodPost, th.url(), strings.NewReader(`[{"op":"ping"}]`))
+	req.Header.Set("Origin", "https://evil.example.com")
+	resp, err := th.srv.Client().Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
+	status, _ := th.longPoll(`[{"op":"ping"}]`, "Origin", th.srv.URL)
+	assert.Equal(t, http.StatusOK, status)
+}
+
+// A cursor from before a restart (a new Manager, a new epoch): missed, then
+// the new sequence.
+func TestLongPollEpochChange(t *testing.T) {
+	before := newHub(t, nil)
+	old := before.publish("a", "old")
+	after := newHub(t, nil)
+	m := after.publish("a", "new")
+	_, frames := after.longPoll(`[{"op":"subscribe","topic":"a","cursor":"` + old.Cursor().String() + `"}]`)
+	require.Len(t, frames, 2)
+	assert.Equal(t, serverFrame{Type: "missed", Topic: "a", Cursor: clientmgr.Cursor{Epoch: m.Epoch}.String()}, frames[0])
+	assert.Equal(t, "new", frames[1].Data)
+	assert.Equal(t, m.Cursor().String(), frames[1].Cursor)
+}
+
+// The Authorizer sees each poll: a refusal is 403 with the error frame, and
+// nothing in the poll is done.
+func TestLongPollAuthorizer(t *testing.T) {
+	th := newHub(t, nil, hub.WithAuthorizer(hub.AuthorizerFunc(func(r *http.Request) (hub.Access, error) {
+		if r.Header.Get("Authorization") != "Bearer good" {
+			return nil, errors.New("no")
+		}
+		return hub.Grant{Publish: func(string) bool { return true }}, nil
+	})))
+	status, frames := th.longPoll(`[{"op":"publish","topic":"a","data":"x"}]`)
+	assert.Equal(t, http.StatusForbidden, status)
+	require.Len(t, frames, 1)
+	assert.Equal(t, "forbidden", frames[0].Code)
+	head, err := th.mgr.Head(context.Background(), "a")
+	require.NoError(t, err)
+	assert.Zero(t, head.Seq, "the refused poll published nothing")
+
+	status, frames = th.longPoll(`[{"op":"publish","topic":"a","data":"x"}]`, "Authorization", "Bearer good")
+	assert.Equal(t, http.StatusOK, status)
+	assert.Equal(t, "published", frames[0].Type)
+}
