@@ -2,8 +2,8 @@
 //
 //	mw := middleware.New(continuation.WithMetrics(reg))
 //	r := chi.NewRouter()
-//	r.Use(middleware.RequestMetrics(reg))
 //	r.Use(mw.Handler) // or r.Use(middleware.Continuations())
+//	r.Use(middleware.RequestMetrics(reg)) // after: once per request, when it ends
 //	r.Get("/rooms/{room}/poll", poll) // poll may Suspend; chi.URLParam works in every dispatch
 //	r.Handle("/metrics", middleware.MetricsHandler(reg))
 //

@@ -3,6 +3,7 @@ package middleware
 import (
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/cometkit/cometkit/continuation"
 	"github.com/cometkit/cometkit/internal/promreg"
 )
 
@@ -45,9 +47,13 @@ const (
 // "unmatched") × 10 methods × 501 codes, whatever clients send or handlers
 // write.
 //
-// Put it before Continuations, so that a request counts once, with its
-// final status, and its duration includes the time it waited. It panics if
-// reg is nil.
+// Put it after Continuations (r.Use(mw.Handler, RequestMetrics(reg))): it
+// then counts a request once, when it finishes, with the status it was
+// answered with, and times it from its first dispatch to its end, waits
+// included, whichever goroutine answers it (a request that waits detached
+// from net/http is answered on another). Before Continuations it counts
+// and times what ServeHTTP does, which for a request that waits detached
+// ends when it detaches. It panics if reg is nil.
 func RequestMetrics(reg prometheus.Registerer) func(http.Handler) http.Handler {
 	if reg == nil {
 		panic("middleware: RequestMetrics(nil): metrics need a registerer")
@@ -62,19 +68,60 @@ func RequestMetrics(reg prometheus.Registerer) func(http.Handler) http.Handler {
 		// Long-polls wait up to minutes; the default buckets stop at 10 s.
 		Buckets: prometheus.ExponentialBucketsRange(0.001, 600, 16),
 	}, []string{"route", "method"}))
+	observe := func(r *http.Request, status int, start time.Time) {
+		route := unmatched
+		if rctx := chi.RouteContext(r.Context()); rctx != nil && rctx.RoutePattern() != "" {
+			route = rctx.RoutePattern()
+		}
+		method := methodLabel(r.Method)
+		requests.WithLabelValues(route, method, codeLabel(status)).Inc()
+		duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			start := time.Now()
 			ww := chimw.NewWrapResponseWriter(w, r.ProtoMajor)
-			next.ServeHTTP(ww, r)
-			route := unmatched
-			if rctx := chi.RouteContext(r.Context()); rctx != nil && rctx.RoutePattern() != "" {
-				route = rctx.RoutePattern()
+			if c := continuation.FromRequest(r); c != nil {
+				st := trackRequest(c, observe)
+				next.ServeHTTP(ww, r)
+				st.wrote(ww.Status())
+				return
 			}
-			method := methodLabel(r.Method)
-			requests.WithLabelValues(route, method, codeLabel(ww.Status())).Inc()
-			duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+			start := time.Now()
+			next.ServeHTTP(ww, r)
+			observe(r, ww.Status(), start)
 		})
+	}
+}
+
+// requestMetric is what RequestMetrics keeps of a request served through
+// a Dispatcher across its dispatches: when the first began, and the status
+// the response was given.
+type requestMetric struct {
+	start  time.Time
+	status atomic.Int64
+}
+
+// requestMetricKey is the Continuation value under which it is kept.
+type requestMetricKey struct{}
+
+// trackRequest returns c's requestMetric, made in its first dispatch with
+// a listener that observes the request when it finishes.
+func trackRequest(c *continuation.Continuation, observe func(*http.Request, int, time.Time)) *requestMetric {
+	v, loaded := c.LoadOrStoreValue(requestMetricKey{}, &requestMetric{start: time.Now()})
+	st := v.(*requestMetric)
+	if !loaded {
+		c.AddListener(continuation.ListenerFuncs{Complete: func(c *continuation.Continuation) {
+			observe(c.Request(), int(st.status.Load()), st.start)
+		}})
+	}
+	return st
+}
+
+// wrote records the status a dispatch wrote, the first one written: a
+// response has one.
+func (st *requestMetric) wrote(status int) {
+	if status != 0 {
+		st.status.CompareAndSwap(0, int64(status))
 	}
 }
 

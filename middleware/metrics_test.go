@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,4 +106,52 @@ func TestMetricsSetupPanics(t *testing.T) {
 		func() { middleware.RequestMetrics(nil) })
 	assert.PanicsWithValue(t, "middleware: MetricsHandler(nil): a handler needs a gatherer",
 		func() { middleware.MetricsHandler(nil) })
+}
+
+// After Continuations, a request counts once, when it finishes, with the
+// status it was answered with, whichever dispatch wrote it, and its time
+// runs from its first dispatch to its end, the wait included.
+func TestRequestMetricsAfterContinuations(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := prometheus.NewPedanticRegistry()
+		r := chi.NewRouter()
+		r.Use(middleware.Continuations(), middleware.RequestMetrics(reg))
+		r.Get("/users/{id}", resumedLater)
+		r.Get("/stream", func(w http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			n, _ := c.Attribute("n").(int)
+			if n == 0 {
+				w.WriteHeader(http.StatusAccepted) // in the first dispatch of three
+			}
+			io.WriteString(w, strconv.Itoa(n))
+			if n < 2 {
+				c.SetAttribute("n", n+1)
+				c.Suspend()
+				time.AfterFunc(time.Second, func() { c.Resume() })
+			}
+		})
+		for _, path := range []string{"/users/1", "/stream", "/no/such/path"} {
+			r.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, path, nil))
+		}
+		assert.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(requestsTotal+`cometkit_http_requests_total{code="200",method="GET",route="/users/{id}"} 1
+cometkit_http_requests_total{code="202",method="GET",route="/stream"} 1
+cometkit_http_requests_total{code="404",method="GET",route="unmatched"} 1
+`), "cometkit_http_requests_total"))
+		families, err := reg.Gather()
+		require.NoError(t, err)
+		var streams int
+		for _, f := range families {
+			if f.GetName() != "cometkit_http_request_duration_seconds" {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				if m.GetLabel()[1].GetValue() == "/stream" { // labels: method, route
+					streams++
+					assert.Equal(t, uint64(1), m.GetHistogram().GetSampleCount(), "one observation")
+					assert.Equal(t, 2.0, m.GetHistogram().GetSampleSum(), "two waits of a second")
+				}
+			}
+		}
+		assert.Equal(t, 1, streams)
+	})
 }
