@@ -6,14 +6,10 @@ package main
 // Screenshots are test artifacts: go test -artifacts ./examples/chat.
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -24,22 +20,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cometkit/cometkit/clientmgr"
+	"github.com/cometkit/cometkit/internal/testbrowser"
 )
-
-// chromium finds the browser: $CHROMIUM, or Debian's binary.
-func chromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Fatal("no Chromium found: run ./test, which installs Debian's chromium package, or set $CHROMIUM")
-	return ""
-}
 
 // A swappable serves through whichever chat server is current, so that a
 // test can restart the chat under one address. It counts the page's
@@ -71,104 +53,25 @@ func (h *swappable) restart(cfg config) {
 	require.NoError(h.t, old.mw.Shutdown(h.t.Context()))
 }
 
-// A browser runs the test's Chromium; each person in it has a browser
-// context of their own.
-type browser struct {
-	t     *testing.T
-	alloc context.Context
-	first context.Context // the first tab, which holds the browser open
-}
-
-func newBrowser(t *testing.T) *browser {
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(900, 700),
-	)
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	// The first action on a context starts its browser or tab, which then
-	// lives as long as the context given; so start each on a context that
-	// outlives the test's steps.
-	first, cancel := chromedp.NewContext(alloc)
-	t.Cleanup(cancel)
-	require.NoError(t, chromedp.Do(first))
-	return &browser{t: t, alloc: alloc, first: first}
-}
-
 // A tab is one page of one person.
-type tab struct {
-	t   *testing.T
-	ctx context.Context
-}
+type tab struct{ *testbrowser.Tab }
 
-// person opens a tab in a browser context of its own: another person,
-// with cookies of their own.
-func (b *browser) person() *tab {
-	ctx, cancel := chromedp.NewContext(b.first, chromedp.WithNewBrowserContext())
-	b.t.Cleanup(cancel)
-	require.NoError(b.t, chromedp.Do(ctx))
-	return &tab{t: b.t, ctx: ctx}
-}
+func visitor(b *testbrowser.Browser) *tab { return &tab{b.Person()} }
 
-// another opens a second tab of the same person.
-func (p *tab) another() *tab {
-	ctx, cancel := chromedp.NewContext(p.ctx)
-	p.t.Cleanup(cancel)
-	require.NoError(p.t, chromedp.Do(ctx))
-	return &tab{t: p.t, ctx: ctx}
-}
-
-func (p *tab) do(steps ...chromedp.Action[chromedp.Void]) {
-	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
-	defer cancel()
-	require.NoError(p.t, chromedp.Do(ctx, steps...))
-}
-
-func (p *tab) text(sel string) string {
-	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
-	defer cancel()
-	s, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS(sel)))
-	require.NoError(p.t, err)
-	return s
-}
-
-func (p *tab) eval(expr string) int {
-	p.t.Helper()
-	n, err := chromedp.Run(p.ctx, chromedp.Evaluate[int](expr))
-	require.NoError(p.t, err)
-	return n
-}
-
-func (p *tab) waitFor(expr string) {
-	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
-	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr))
-	require.NoError(p.t, err, "waiting for %s", expr)
-}
+func (p *tab) another() *tab { return &tab{p.Another()} }
 
 // join fills in the join form and waits until the page is connected.
 func (p *tab) join(url, room, nick, transport string) {
-	p.t.Helper()
+	p.T.Helper()
 	p.openJoin(url, room, nick, transport)
-	p.waitFor(`!document.querySelector('#chat').hidden || document.querySelector('#join-error').textContent !== ''`)
-	require.Empty(p.t, p.text(`#join-error`), "joining %s as %s", room, nick)
-	p.waitFor(`document.querySelector('#state').dataset.state === 'connected'`)
+	p.WaitFor(`!document.querySelector('#chat').hidden || document.querySelector('#join-error').textContent !== ''`)
+	require.Empty(p.T, p.Text(`#join-error`), "joining %s as %s", room, nick)
+	p.WaitFor(`document.querySelector('#state').dataset.state === 'connected'`)
 }
 
 func (p *tab) openJoin(url, room, nick, transport string) {
-	p.t.Helper()
-	p.do(
+	p.T.Helper()
+	p.Do(
 		chromedp.Navigate(url),
 		chromedp.WaitVisible(chromedp.CSS(`#join`)),
 		chromedp.SetValue(chromedp.CSS(`#join input[name=room]`), room),
@@ -179,8 +82,8 @@ func (p *tab) openJoin(url, room, nick, transport string) {
 }
 
 func (p *tab) say(msg string) {
-	p.t.Helper()
-	p.do(
+	p.T.Helper()
+	p.Do(
 		chromedp.SetValue(chromedp.CSS(`#send input[name=text]`), msg),
 		chromedp.Click(chromedp.CSS(`#send button`)),
 	)
@@ -189,26 +92,15 @@ func (p *tab) say(msg string) {
 // lastMessage waits until the last line of the page's messages holds
 // want, and returns it.
 func (p *tab) lastMessage(want string) string {
-	p.t.Helper()
-	p.waitFor(`(() => { const li = document.querySelector('#messages li:last-child'); return !!li && li.textContent.includes(` + jsString(want) + `) })()`)
-	return p.text(`#messages li:last-child`)
+	p.T.Helper()
+	p.WaitFor(`(() => { const li = document.querySelector('#messages li:last-child'); return !!li && li.textContent.includes(` + jsString(want) + `) })()`)
+	return p.Text(`#messages li:last-child`)
 }
 
 // shows waits until a line of the page's messages holds want.
 func (p *tab) shows(want string) {
-	p.t.Helper()
-	p.waitFor(`[...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes(` + jsString(want) + `))`)
-}
-
-func (p *tab) screenshot(name string) {
-	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
-	defer cancel()
-	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	require.NoError(p.t, err)
-	path := filepath.Join(p.t.ArtifactDir(), name+".png")
-	require.NoError(p.t, os.WriteFile(path, shot, 0o644))
-	p.t.Logf("screenshot: %s", path)
+	p.T.Helper()
+	p.WaitFor(`[...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes(` + jsString(want) + `))`)
 }
 
 func TestBrowser(t *testing.T) {
@@ -218,12 +110,12 @@ func TestBrowser(t *testing.T) {
 	t.Cleanup(ts.Close) // after the chat servers' clean-up, which ends their waiting clients
 	h.cur.Store(startServer(t, cfg))
 	ts.Start()
-	b := newBrowser(t)
-	alice, bob := b.person(), b.person()
+	b := testbrowser.Start(t)
+	alice, bob := visitor(b), visitor(b)
 
 	for _, transport := range []string{"longpoll", "sse"} {
 		t.Run(transport, func(t *testing.T) {
-			alice.t, bob.t = t, t
+			alice.T, bob.T = t, t
 			room := "room-" + transport
 			h.members.Store(0)
 			alice.join(ts.URL, room, "alice", transport)
@@ -236,23 +128,23 @@ func TestBrowser(t *testing.T) {
 			attack := `<script>window.pwned=1</script><img src=x onerror="window.pwned=1"><b>bold</b>`
 			alice.say(attack)
 			assert.Equal(t, "alice"+attack, bob.lastMessage("<b>bold</b>"))
-			assert.Zero(t, bob.eval(`window.pwned ? 1 : 0`), "the message ran as script")
-			assert.Zero(t, bob.eval(`document.querySelectorAll('#messages b, #messages img, #messages script').length`),
+			assert.Zero(t, bob.Eval(`window.pwned ? 1 : 0`), "the message ran as script")
+			assert.Zero(t, bob.Eval(`document.querySelectorAll('#messages b, #messages img, #messages script').length`),
 				"the message was parsed as HTML")
 
 			// Who is online: bob's arrival reached alice's list as an event,
 			// without a request for the member list.
-			alice.waitFor(`document.querySelector('#members').textContent.includes('bob')`)
-			assert.Equal(t, "alicebob", alice.text(`#members`))
-			assert.Equal(t, "alicebob", bob.text(`#members`))
+			alice.WaitFor(`document.querySelector('#members').textContent.includes('bob')`)
+			assert.Equal(t, "alicebob", alice.Text(`#members`))
+			assert.Equal(t, "alicebob", bob.Text(`#members`))
 			assert.Zero(t, h.members.Load(), "requests for the member list")
 
 			// Bob reloads: after joining again he sees the history.
 			bob.join(ts.URL, room, "bob", transport)
-			history := bob.text(`#messages`)
+			history := bob.Text(`#messages`)
 			assert.Contains(t, history, "hello alice")
 			assert.Contains(t, history, "<b>bold</b>")
-			bob.screenshot("chat-" + transport)
+			bob.Screenshot("chat-" + transport)
 
 			// The server restarts (new epochs, a new session key) while both
 			// pages hold cursors. Bob's next post joins him again by itself;
@@ -263,13 +155,13 @@ func TestBrowser(t *testing.T) {
 			bob.shows("after the restart")
 			bob.say("and again")
 			alice.shows("and again")
-			assert.Equal(t, 1, alice.eval(`document.querySelectorAll('#messages li.missed').length`))
-			assert.Equal(t, "you may have missed messages", alice.text(`#messages li.missed`))
-			shown := alice.text(`#messages`)
+			assert.Equal(t, 1, alice.Eval(`document.querySelectorAll('#messages li.missed').length`))
+			assert.Equal(t, "you may have missed messages", alice.Text(`#messages li.missed`))
+			shown := alice.Text(`#messages`)
 			assert.Less(t, strings.Index(shown, "you may have missed messages"), strings.Index(shown, "after the restart"))
 			assert.Contains(t, shown, "bobafter the restart")
-			alice.waitFor(`document.querySelector('#members').textContent === 'alicebob'`)
-			alice.screenshot("chat-" + transport + "-after-restart")
+			alice.WaitFor(`document.querySelector('#members').textContent === 'alicebob'`)
+			alice.Screenshot("chat-" + transport + "-after-restart")
 		})
 	}
 
@@ -278,7 +170,7 @@ func TestBrowser(t *testing.T) {
 	// bob leave: by fetch with their cookies, and by a form. Every one of
 	// those requests reaches the chat and is refused.
 	t.Run("cross-origin", func(t *testing.T) {
-		alice.t, bob.t = t, t
+		alice.T, bob.T = t, t
 		room := "room-csrf"
 		alice.join(ts.URL, room, "alice", "sse")
 		bob.join(ts.URL, room, "bob", "longpoll")
@@ -286,7 +178,7 @@ func TestBrowser(t *testing.T) {
 			evil := evilSite(t, host, ts.URL+"/rooms/"+room)
 			before := h.crossOrigin.Load()
 			for _, victim := range []*tab{alice, bob} {
-				victim.another().do(chromedp.Navigate(evil), chromedp.WaitVisible(chromedp.CSS(`#done`)))
+				victim.another().Do(chromedp.Navigate(evil), chromedp.WaitVisible(chromedp.CSS(`#done`)))
 			}
 			require.Eventually(t, func() bool { return h.crossOrigin.Load()-before >= 6 }, 10*time.Second, 10*time.Millisecond,
 				"the other site's requests reached the chat: %d", h.crossOrigin.Load()-before)
@@ -306,11 +198,11 @@ func TestBrowser(t *testing.T) {
 	// One browser is one session, with one nick: joining with another nick
 	// in a second tab ends the first tab's session, which says why.
 	t.Run("one nick per browser", func(t *testing.T) {
-		alice.t = t
+		alice.T = t
 		alice.join(ts.URL, "room-tabs", "alice", "longpoll")
 		second := alice.another()
 		second.join(ts.URL, "room-tabs", "alicia", "sse")
-		alice.waitFor(`document.querySelector('#join-error').textContent.includes('in this browser you are alicia now')`)
+		alice.WaitFor(`document.querySelector('#join-error').textContent.includes('in this browser you are alicia now')`)
 		second.say("from the second tab")
 		assert.Equal(t, "aliciafrom the second tab", second.lastMessage("from the second tab"))
 	})
@@ -319,10 +211,10 @@ func TestBrowser(t *testing.T) {
 	// the page is told it may have missed some, and its member list is
 	// right afterwards.
 	t.Run("flood", func(t *testing.T) {
-		alice.t = t
+		alice.T = t
 		c := newChat(t, pollTimeout(2*time.Second), func(c *config) { c.history = 1 })
 		alice.join(c.ts.URL, "flood", "alice", "longpoll")
-		for i := 0; alice.eval(`document.querySelectorAll('#messages li.missed').length`) == 0; i++ {
+		for i := 0; alice.Eval(`document.querySelectorAll('#messages li.missed').length`) == 0; i++ {
 			require.Less(t, i, 100, "the page was never told")
 			for j := range 100 {
 				nick := fmt.Sprintf("u%d-%d", i, j)
@@ -331,17 +223,17 @@ func TestBrowser(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond) // for the page's next answers
 		}
-		alice.waitFor(`document.querySelector('#members').textContent === 'alice'`)
+		alice.WaitFor(`document.querySelector('#members').textContent === 'alice'`)
 	})
 
 	// A server at its cap on rooms refuses a new one on join with a reason
 	// the page shows.
 	t.Run("room cap", func(t *testing.T) {
-		alice.t = t
+		alice.T = t
 		full := newChat(t, func(c *config) { c.maxRooms = 1 })
 		full.person().join("only", "carol")
 		alice.openJoin(full.ts.URL, "another", "alice", "longpoll")
-		alice.waitFor(`document.querySelector('#join-error').textContent.includes('as many rooms')`)
+		alice.WaitFor(`document.querySelector('#join-error').textContent.includes('as many rooms')`)
 	})
 }
 
