@@ -109,7 +109,7 @@ func open(t *testing.T, parent context.Context, opts ...chromedp.ContextOption) 
 			if err != nil {
 				return
 			}
-			if m.IsException() || m.Type == chromedp.ConsoleError {
+			if m.IsException() || m.Type == chromedp.ConsoleError && m.Source == "" { // not the browser's own log of failed requests, which tests cause
 				tab.T.Logf("page %s: %s", m.URL, m)
 			}
 		}
