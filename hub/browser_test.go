@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -112,12 +113,18 @@ func (s *pageServer) cutOne(r *rand.Rand) bool {
 	return s.door.cutOne(r)
 }
 
-// open shows the test page following topic over transport.
-func (s *pageServer) open(p *testbrowser.Tab, transport, topic string) {
-	p.Do(chromedp.Navigate(fmt.Sprintf("http://%s/?transport=%s&topic=%s", s.addr, transport, topic)))
+// open shows the test page following topic over transport, with more of
+// the page's parameters, if any.
+func (s *pageServer) open(p *testbrowser.Tab, transport, topic string, more ...string) {
+	p.Do(chromedp.Navigate(fmt.Sprintf("http://%s/?transport=%s&topic=%s", s.addr, transport, topic) + strings.Join(more, "")))
 	p.WaitFor(`document.body.dataset.subscribed === 'yes' && document.querySelector('#state').dataset.state === 'connected'`)
 	assert.Equal(p.T, transport, testbrowser.Run(p, chromedp.Evaluate[string](`document.querySelector('#state').dataset.transport`)))
-	assert.Equal(p.T, "true", testbrowser.Run(p, chromedp.Evaluate[string](`document.querySelector('#state').dataset.shared`)), "a shared worker holds the connection")
+}
+
+// shared reports whether the page's connection is the one its browser's
+// tabs share, which a shared worker holds.
+func shared(p *testbrowser.Tab) bool {
+	return testbrowser.Run(p, chromedp.Evaluate[string](`document.querySelector('#state').dataset.shared`)) == "true"
 }
 
 // shown is what a page lists: each message's data, and "missed".
@@ -155,6 +162,7 @@ func TestBrowserLoss(t *testing.T) {
 			topic := "loss-" + transport
 			for _, p := range pages {
 				s.open(p, transport, topic)
+				assert.True(t, shared(p), "a shared worker holds the connection")
 			}
 
 			const messages, cuts = 1000, 100
@@ -217,4 +225,20 @@ func TestBrowserLoss(t *testing.T) {
 			assert.Equal(t, []string{"before", "missed", "16", "17", "18", "19", "20"}, shown(p))
 		})
 	}
+}
+
+// A browser without SharedWorker (or where it cannot start): the page
+// keeps a connection of its own, and misses nothing either.
+func TestBrowserWithoutSharedWorker(t *testing.T) {
+	s := startPageServer(t, func() *clientmgr.Manager { return clientmgr.New() })
+	p := testbrowser.Start(t).Person()
+	s.open(p, "sse", "solo", "&noworker")
+	assert.False(t, shared(p))
+	s.publish("solo", "one")
+	s.mu.Lock()
+	s.door.cut()
+	s.mu.Unlock()
+	s.publish("solo", "two")
+	p.WaitFor(`document.querySelectorAll('#messages li').length === 2`)
+	assert.Equal(t, []string{"one", "two"}, shown(p))
 }

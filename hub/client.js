@@ -101,6 +101,7 @@ export class Hub extends EventTarget {
   // EventSource and fetch.
   constructor(url = "/hub/", options = {}) {
     super();
+    if (options.transports !== undefined) checkTransports(options.transports);
     this.#url = new URL(url, globalThis.location?.href).toString();
     this.#options = options;
     this.state = "connecting";
@@ -175,6 +176,7 @@ export class Hub extends EventTarget {
   close() {
     this.#closed = true;
     this.#link.close();
+    this.#link = { send() {}, close() {} };
     for (const sub of this.#subs.values()) sub.active = false;
     this.#subs.clear();
     for (const id of [...this.#pending.keys()]) {
@@ -309,6 +311,12 @@ export class Hub extends EventTarget {
   }
 }
 
+function checkTransports(list) {
+  for (const t of list) {
+    if (!TRANSPORTS.includes(t)) throw new TypeError(`Hub: unknown transport ${JSON.stringify(t)}: use ${TRANSPORTS.join(", ")}`);
+  }
+}
+
 // encode makes a publish's data fields: a string as it is, bytes as base64.
 function encode(data) {
   if (typeof data === "string") return { data };
@@ -358,7 +366,9 @@ const missedFrame = (topic, cursor) => ({ type: "missed", topic, cursor });
 // {kind: "state"}, {kind: "frame", frame} and {kind: "ack", id, frame}.
 class Connection {
   constructor(url, options) {
-    const o = { ...DEFAULTS, ...options, backoff: { ...DEFAULTS.backoff, ...options.backoff } };
+    // An option given as undefined is an option not given.
+    const o = { ...DEFAULTS, backoff: { ...DEFAULTS.backoff } };
+    for (const [k, v] of Object.entries(options)) if (v !== undefined) o[k] = k === "backoff" ? { ...o.backoff, ...v } : v;
     this.url = url;
     const ws = new URL(url);
     ws.protocol = ws.protocol === "https:" ? "wss:" : "ws:";
@@ -368,10 +378,8 @@ class Connection {
       EventSource: o.EventSource ?? globalThis.EventSource,
       fetch: o.fetch ?? globalThis.fetch?.bind(globalThis),
     };
+    checkTransports(o.transports);
     const needs = { websocket: "WebSocket", sse: "EventSource", longpoll: "fetch" };
-    for (const t of o.transports) {
-      if (!needs[t]) throw new TypeError(`Hub: unknown transport ${JSON.stringify(t)}: use ${TRANSPORTS.join(", ")}`);
-    }
     // SSE needs fetch too: publishes, and asking why a stream was refused.
     this.transports = o.transports.filter((t) => this.impl[needs[t]] && (t !== "sse" || this.impl.fetch));
     if (this.transports.length === 0) throw new TypeError(`Hub: none of the transports ${o.transports.join(", ")} is available here`);
@@ -421,6 +429,7 @@ class Connection {
   }
 
   handle(sink, m) {
+    if (!this.sinks.has(sink)) return; // detached: a closed page's last words
     switch (m.op) {
       case "subscribe":
         this.subscribe(sink, m.topic, m.cursor ?? "");
@@ -828,6 +837,9 @@ class WebSocketTransport {
       }
       c.receive([f]);
     };
+    // The close event that follows an error says more; an error nobody
+    // listens to is thrown by Node's ws.
+    ws.onerror = () => {};
     ws.onclose = (e) => {
       if (this.#closed) return;
       this.#closed = true;

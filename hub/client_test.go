@@ -203,3 +203,36 @@ func TestClientStopsWhenRefused(t *testing.T) {
 		})
 	}
 }
+
+// The client tries a WebSocket, then an event stream, then long-polling,
+// and keeps the first that works: behind a proxy that passes no WebSocket
+// it streams; behind one that cannot stream either, it long-polls.
+func TestClientFallsBack(t *testing.T) {
+	for _, want := range transports {
+		t.Run(want, func(t *testing.T) {
+			th := newHub(t, nil)
+			th.door.noWebSocket.Store(want != "websocket")
+			th.door.noStreams.Store(want == "longpoll")
+			c := th.jsClient("auto")
+			c.do(map[string]any{"op": "subscribe", "topic": "a"})
+			var used string
+			for done := false; !done; {
+				switch ev := c.next(); {
+				case ev.Event == "state" && ev.State == "connected":
+					used = ev.Transport
+				case ev.Event == "subscribed":
+					th.publish("a", "through "+want)
+				case ev.Event == "message":
+					assert.Equal(t, "through "+want, ev.Frame.Data)
+					done = true
+				}
+			}
+			// Kept: after a break it comes back on the same transport.
+			th.door.cut()
+			c.untilState("reconnecting")
+			ev, _ := c.until(func(ev clientEvent) bool { return ev.Event == "state" && ev.State == "connected" })
+			assert.Equal(t, []string{want, want}, []string{used, ev.Transport})
+			c.do(map[string]any{"op": "close"})
+		})
+	}
+}

@@ -64,12 +64,15 @@ func newHub(t *testing.T, mgr *clientmgr.Manager, opts ...hub.Option) *testHub {
 }
 
 // A frontDoor stands between a test server and the hub. It can turn
-// clients away (503, with Retry-After), and break the connections it has
-// served, WebSockets included, as a network failure would: a server's own
+// clients away (503, with Retry-After), play a proxy that passes no
+// WebSocket or no event stream, and break the connections it has served,
+// WebSockets included, as a network failure would: a server's own
 // CloseClientConnections leaves hijacked connections alone.
 type frontDoor struct {
-	next http.Handler
-	shut atomic.Bool
+	next        http.Handler
+	shut        atomic.Bool
+	noWebSocket atomic.Bool // answer a handshake 400, as a proxy that does not pass Upgrade
+	noStreams   atomic.Bool // answer an event stream 502, as a proxy that cannot stream
 
 	mu    sync.Mutex
 	conns map[net.Conn]bool // open connections: true once one has carried a request to the hub
@@ -103,6 +106,14 @@ func (d *frontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d.shut.Load() {
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "the test turns clients away", http.StatusServiceUnavailable)
+		return
+	}
+	switch {
+	case d.noWebSocket.Load() && r.Header.Get("Upgrade") != "":
+		http.Error(w, "this proxy passes no WebSocket", http.StatusBadRequest)
+		return
+	case d.noStreams.Load() && r.Method == http.MethodGet && r.Header.Get("Upgrade") == "":
+		http.Error(w, "this proxy cannot stream", http.StatusBadGateway)
 		return
 	}
 	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok && strings.HasSuffix(r.URL.Path, "/hub/") {

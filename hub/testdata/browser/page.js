@@ -1,9 +1,11 @@
 // A page for the hub's browser tests: it follows one topic with the hub's
 // client (?topic=, and ?transport= to force one) and shows what the client
-// tells it: its state, each message's data, and each "missed".
+// tells it: its state, each message's data, and each "missed". With
+// ?noworker it plays a browser without SharedWorker.
 import { Hub } from "/hub/client.js";
 
 const q = new URLSearchParams(location.search);
+if (q.has("noworker")) delete globalThis.SharedWorker;
 const hub = new Hub("/hub/", q.has("transport") ? { transports: [q.get("transport")] } : {});
 const state = document.getElementById("state");
 state.dataset.shared = hub.shared;

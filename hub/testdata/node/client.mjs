@@ -3,7 +3,7 @@
 // fetch: commands come in on stdin and events go out on stdout, one JSON
 // object a line, so that a Go test can play the page.
 //
-//   node client.mjs URL TRANSPORT
+//   node client.mjs URL TRANSPORT (or "auto": the client's own order)
 //   stdin:  {"op":"subscribe","topic":"a","cursor":""}
 //           {"op":"unsubscribe","topic":"a"}
 //           {"op":"publish","topic":"a","data":"hi","ref":1}
@@ -19,7 +19,13 @@ import WebSocket from "ws";
 import { Hub } from "../../client.js";
 
 const [url, transport] = process.argv.slice(2);
-const hub = new Hub(url, { WebSocket, EventSource, fetch, transports: [transport], backoff: { base: 20, max: 400 } });
+const hub = new Hub(url, {
+  WebSocket,
+  EventSource,
+  fetch,
+  transports: transport === "auto" ? undefined : [transport],
+  backoff: { base: 20, max: 400 },
+});
 const out = (o) => console.log(JSON.stringify(o));
 hub.addEventListener("state", (e) => out({ event: "state", ...e.detail }));
 for (const type of ["subscribed", "message", "missed"]) {
