@@ -21,7 +21,9 @@ const forced = new URLSearchParams(location.search).get("transport");
 const stored = { nick: "chat.nick", room: "chat.room" };
 
 let hub = null; // the connection to the hub, made on the first join
-// session: {room, nick, topic, sub, members, renewal, rejoining, stopped}
+// session: {room, nick, topic, sub, renewal, rejoining, stopped, and the
+// member list: members, and the joins and leaves applied to it, changes,
+// the last of changed in all}
 let session = null;
 
 // One browser is one session, with one nick: joining in another tab or
@@ -114,9 +116,29 @@ function deliver(s, frame) {
     return; // not one of the chat's events
   }
   show(ev);
-  if (ev.type === "join") s.members.add(ev.nick);
-  if (ev.type === "leave") s.members.delete(ev.nick);
-  if (ev.type !== "message") showMembers(s);
+  if (ev.type === "message") return;
+  change(s.members, ev);
+  s.changes.push(ev);
+  s.changed++;
+  if (s.changes.length > 1000) s.changes.shift();
+  showMembers(s);
+}
+
+function change(members, ev) {
+  if (ev.type === "join") members.add(ev.nick);
+  if (ev.type === "leave") members.delete(ev.nick);
+}
+
+// takeMembers takes a member list from the server, asked for when
+// s.changed was mark: the joins and leaves that came since then are
+// applied to it again, as it may be older than they are.
+function takeMembers(s, members, mark) {
+  s.members = new Set(members);
+  const since = s.changed - mark;
+  if (since <= s.changes.length) {
+    for (const ev of s.changes.slice(s.changes.length - since)) change(s.members, ev);
+  }
+  showMembers(s);
 }
 
 // missed marks where events may be missing, takes the member list afresh,
@@ -140,12 +162,10 @@ function showMembers(s) {
 }
 
 async function refreshMembers(s) {
+  const mark = s.changed;
   try {
     const resp = await fetch(`/rooms/${s.room}/members`);
-    if (resp.ok && !s.stopped) {
-      s.members = new Set(await resp.json());
-      showMembers(s);
-    }
+    if (resp.ok && !s.stopped) takeMembers(s, await resp.json(), mark);
   } catch {
     // the next join or leave updates it
   }
@@ -169,6 +189,7 @@ async function renew(s) {
 // A nick someone else has taken meanwhile ends the session.
 function rejoin(s) {
   s.rejoining ??= (async () => {
+    const mark = s.changed;
     try {
       const resp = await fetch(`/rooms/${s.room}/join`, { method: "POST", body: form({ nick: s.nick }) });
       if (s.stopped) return;
@@ -177,9 +198,7 @@ function rejoin(s) {
         return;
       }
       if (!resp.ok) throw await failure(resp);
-      const joined = await resp.json();
-      s.members = new Set(joined.members);
-      showMembers(s);
+      takeMembers(s, (await resp.json()).members, mark);
       showError("");
       hub.reconnect();
     } finally {
@@ -223,7 +242,7 @@ function start(room, joined) {
   if (session) end(session, "");
   sessionStorage.setItem(stored.room, room);
   const s = {
-    room, nick: joined.nick, topic: joined.topic, members: new Set(joined.members),
+    room, nick: joined.nick, topic: joined.topic, members: new Set(joined.members), changes: [], changed: 0,
     rejoining: null, stopped: false,
   };
   session = s;
@@ -287,7 +306,7 @@ function showSendError(err) {
     sendErrorTimer = setTimeout(() => (box.textContent = ""), err.retryMs);
     return;
   }
-  box.textContent = err.code === "unavailable" ? "not sent: the server is unreachable" : err.message;
+  box.textContent = err.code === "unavailable" ? "no answer from the server: your message may not have been sent" : err.message;
 }
 
 // end stops following the room and shows the join form, with why.
