@@ -1,6 +1,7 @@
 package hub_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -33,6 +34,7 @@ type clientEvent struct {
 	Code      string      `json:"code"`
 	Topic     string      `json:"topic"`
 	RetryMs   int64       `json:"retryMs"`
+	RetryIn   *int        `json:"retryIn"` // in a state: the back-off before the next attempt
 }
 
 // A jsClient is client.js in Node, with the ws and eventsource packages
@@ -235,4 +237,79 @@ func TestClientFallsBack(t *testing.T) {
 			c.do(map[string]any{"op": "close"})
 		})
 	}
+}
+
+// The client's back-off: a random wait within 20 ms × 2^attempt, at most
+// 400 ms (this client's settings), and never less than the Retry-After the
+// hub gave; 200 to 400 ms (half the longest to the longest) after too
+// many connections (4029); and publishes that cannot be answered.
+func TestClientBackOff(t *testing.T) {
+	retries := func(c *jsClient, n int) []int64 {
+		var waits []int64
+		for len(waits) < n {
+			if ev := c.next(); ev.Event == "state" && ev.RetryIn != nil {
+				waits = append(waits, int64(*ev.RetryIn))
+			}
+		}
+		return waits
+	}
+	t.Run("exponential, full jitter", func(t *testing.T) {
+		th := newHub(t, nil)
+		c := th.jsClient("websocket")
+		c.untilState("connected")
+		th.door.noWebSocket.Store(true) // a handshake refused says nothing a WebSocket can read
+		th.door.cut()
+		waits := retries(c, 6)
+		for i, w := range waits {
+			assert.LessOrEqual(t, w, min(int64(20)<<i, 400), "wait %d of %v", i, waits)
+		}
+		assert.NotEqual(t, []int64{waits[3], waits[3], waits[3]}, waits[3:], "random: %v", waits)
+		th.door.noWebSocket.Store(false)
+		c.untilState("connected")
+	})
+	for _, transport := range []string{"sse", "longpoll"} {
+		t.Run("Retry-After over "+transport, func(t *testing.T) {
+			th := newHub(t, nil)
+			c := th.jsClient(transport)
+			c.do(map[string]any{"op": "subscribe", "topic": "a"})
+			c.untilState("connected")
+			th.door.shut.Store(true) // 503, Retry-After: 1
+			th.door.cut()
+			for _, w := range retries(c, 2)[1:] { // the first follows the break itself
+				assert.GreaterOrEqual(t, w, int64(1000))
+			}
+			th.door.shut.Store(false)
+			c.untilState("connected")
+		})
+	}
+	t.Run("too many connections", func(t *testing.T) {
+		th := newHub(t, nil, hub.WithMaxConnsPerAddr(1))
+		first := th.jsClient("websocket")
+		first.untilState("connected")
+		second := th.jsClient("websocket")
+		ev, _ := second.until(func(ev clientEvent) bool { return ev.Event == "state" && ev.CloseCode == hub.CloseTooManyConnections })
+		require.NotNil(t, ev.RetryIn)
+		assert.GreaterOrEqual(t, *ev.RetryIn, 200)
+		assert.LessOrEqual(t, *ev.RetryIn, 400)
+	})
+}
+
+// A publish sent on a WebSocket that breaks before the hub answers is
+// rejected as unavailable: it may or may not have been published.
+func TestClientPublishLost(t *testing.T) {
+	held, release := make(chan struct{}), make(chan struct{})
+	th := newHub(t, nil, hub.WithAuthorizer(allowPublish("node")),
+		hub.WithPublishHook(func(ctx context.Context, _ hub.Access, _ string, data []byte) ([]byte, error) {
+			close(held)
+			<-release
+			return data, nil
+		}))
+	c := th.jsClient("websocket")
+	c.untilState("connected")
+	c.do(map[string]any{"op": "publish", "topic": "room:a", "data": "held", "ref": 1})
+	<-held
+	th.door.cut()
+	ev, _ := c.until(isEvent("refused"))
+	close(release)
+	assert.Equal(t, clientEvent{Event: "refused", Ref: 1, Code: "unavailable"}, ev)
 }
