@@ -344,6 +344,7 @@ func TestBrowserTabs(t *testing.T) {
 			tabs[0].say("to every tab")
 			for i, p := range tabs {
 				assert.Equal(t, "annto every tab", p.lastMessage("to every tab"), "tab %d", i+1)
+				assert.Equal(t, 1, p.count("annto every tab"), "tab %d: once", i+1)
 			}
 			if transport != "longpoll" { // whose polls come and go
 				assert.Equal(t, 1.0, c.hubConnections(transport), "one connection for the eight tabs")

@@ -56,8 +56,9 @@
 // not know, and those a font makes, remain possible; so does one person
 // joining with several sessions under different nicks. One browser is one
 // session: joining with another nick in a second tab or window changes the
-// nick, and the page in the first says so and returns to the join form
-// (two people on one computer use two browsers, or a private window).
+// nick, and the page in the first says so and returns to the join form;
+// leaving a room in one tab leaves it in all (two people on one computer
+// use two browsers, or a private window).
 //
 // A nick is present from its join until it leaves, or until its page
 // stops saying it is here (POST here, every renew_ms, which -presence
@@ -131,6 +132,8 @@
 // for at most -drain; a second signal stops it at once (exit status 1).
 // Metrics are served on -metrics-addr only (off by default; give a
 // loopback address such as 127.0.0.1:9090), never on the public address.
+// A flag whose value cannot be meant (a duration or rate of 0 or less, a
+// cap below 1) stops the command at start, with a message naming it.
 package main
 
 import (

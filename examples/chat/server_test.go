@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/hub"
 )
 
@@ -520,4 +521,19 @@ func TestPageAndOps(t *testing.T) {
 		assert.Contains(t, resp.Header.Get("Content-Type"), contentType, path)
 	}
 	assert.Contains(t, body(t, p.get("/app.js")), `from "/hub/client.js"`, "the page uses the hub's client")
+}
+
+// A setting that cannot be meant stops the command, naming its flag.
+func TestSettingsChecked(t *testing.T) {
+	for flag, set := range map[string]func(*config){
+		"-timeout":            pollTimeout(0),
+		"-presence":           presence(-time.Second),
+		"-max-conns-per-addr": func(c *config) { c.maxConnsPerAddr = 0 },
+		"-max-rooms":          func(c *config) { c.maxRooms = clientmgr.DefaultMaxTopics },
+		"-history":            func(c *config) { c.history = 0 },
+		"-post-rate":          func(c *config) { c.postRate = 0 },
+	} {
+		assert.ErrorContains(t, testConfig(set).check(), flag)
+	}
+	assert.NoError(t, defaults().check())
 }
