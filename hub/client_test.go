@@ -304,12 +304,16 @@ func TestClientPublishLost(t *testing.T) {
 			<-release
 			return data, nil
 		}))
+	t.Cleanup(func() { close(release) }) // before the hub's shutdown, which waits for the hook
 	c := th.jsClient("websocket")
 	c.untilState("connected")
 	c.do(map[string]any{"op": "publish", "topic": "room:a", "data": "held", "ref": 1})
-	<-held
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the publish did not reach the hook")
+	}
 	th.door.cut()
 	ev, _ := c.until(isEvent("refused"))
-	close(release)
 	assert.Equal(t, clientEvent{Event: "refused", Ref: 1, Code: "unavailable"}, ev)
 }
