@@ -6,10 +6,14 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,11 +30,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // A testHub is a hub on a loopback server, with its Manager and metrics.
 type testHub struct {
-	t   *testing.T
-	mgr *clientmgr.Manager
-	hub *hub.Hub
-	srv *httptest.Server
-	reg *prometheus.Registry
+	t    *testing.T
+	mgr  *clientmgr.Manager
+	hub  *hub.Hub
+	srv  *httptest.Server
+	reg  *prometheus.Registry
+	door *frontDoor
 }
 
 // newHub serves a hub for mgr (a new Manager if nil) at /hub/ on loopback,
@@ -45,14 +50,110 @@ func newHub(t *testing.T, mgr *clientmgr.Manager, opts ...hub.Option) *testHub {
 	h := hub.New(mgr, append([]hub.Option{hub.WithMetrics(reg)}, opts...)...)
 	mux := http.NewServeMux()
 	mux.Handle("/hub/", h)
-	srv := httptest.NewServer(mux)
+	door := newFrontDoor(mux)
+	srv := httptest.NewUnstartedServer(door)
+	srv.Config.ConnState, srv.Config.ConnContext = door.track, door.connContext
+	srv.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		require.NoError(t, h.Shutdown(ctx))
 		srv.Close()
 	})
-	return &testHub{t: t, mgr: mgr, hub: h, srv: srv, reg: reg}
+	return &testHub{t: t, mgr: mgr, hub: h, srv: srv, reg: reg, door: door}
+}
+
+// A frontDoor stands between a test server and the hub. It can turn
+// clients away (503, with Retry-After), play a proxy that passes no
+// WebSocket or no event stream, and break the connections it has served,
+// WebSockets included, as a network failure would: a server's own
+// CloseClientConnections leaves hijacked connections alone.
+type frontDoor struct {
+	next        http.Handler
+	shut        atomic.Bool
+	noWebSocket atomic.Bool // answer a handshake 400, as a proxy that does not pass Upgrade
+	noStreams   atomic.Bool // answer an event stream 502, as a proxy that cannot stream
+
+	mu    sync.Mutex
+	conns map[net.Conn]bool // open connections: true once one has carried a request to the hub
+}
+
+func newFrontDoor(next http.Handler) *frontDoor {
+	return &frontDoor{next: next, conns: map[net.Conn]bool{}}
+}
+
+type connKey struct{}
+
+// connContext is the server's ConnContext hook: each request knows its
+// connection.
+func (d *frontDoor) connContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// track is the server's ConnState hook.
+func (d *frontDoor) track(c net.Conn, s http.ConnState) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch s {
+	case http.StateNew:
+		d.conns[c] = false
+	case http.StateClosed:
+		delete(d.conns, c)
+	}
+}
+
+func (d *frontDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if d.shut.Load() {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "the test turns clients away", http.StatusServiceUnavailable)
+		return
+	}
+	switch {
+	case d.noWebSocket.Load() && r.Header.Get("Upgrade") != "":
+		http.Error(w, "this proxy passes no WebSocket", http.StatusBadRequest)
+		return
+	case d.noStreams.Load() && r.Method == http.MethodGet && r.Header.Get("Upgrade") == "":
+		http.Error(w, "this proxy cannot stream", http.StatusBadGateway)
+		return
+	}
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok && strings.HasSuffix(r.URL.Path, "/hub/") {
+		d.mu.Lock()
+		if _, open := d.conns[c]; open {
+			d.conns[c] = true
+		}
+		d.mu.Unlock()
+	}
+	d.next.ServeHTTP(w, r)
+}
+
+// cut closes every connection open now.
+func (d *frontDoor) cut() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for c := range d.conns {
+		c.Close()
+		delete(d.conns, c)
+	}
+}
+
+// cutOne closes one of the connections that have carried a request to the
+// hub, picked at random, and reports whether there was one.
+func (d *frontDoor) cutOne(r *rand.Rand) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var hub []net.Conn
+	for c, served := range d.conns {
+		if served {
+			hub = append(hub, c)
+		}
+	}
+	if len(hub) == 0 {
+		return false
+	}
+	c := hub[r.IntN(len(hub))]
+	c.Close()
+	delete(d.conns, c)
+	return true
 }
 
 func (th *testHub) url() string { return th.srv.URL + "/hub/" }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +19,10 @@ import (
 )
 
 // node runs a script of testdata/node against the hub and returns its
-// stdout, line by line. The packages it needs are installed by ./test (npm
-// ci); a machine without them fails the test rather than skip it.
-func node(t *testing.T, script string, args ...string) <-chan string {
+// stdout, line by line, and its stdin. The packages it needs are installed
+// by ./test (npm ci); a machine without them fails the test rather than
+// skip it.
+func node(t *testing.T, script string, args ...string) (<-chan string, io.Writer) {
 	t.Helper()
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Fatal("node is not installed: ./test installs it (Debian's nodejs and npm)")
@@ -33,6 +35,8 @@ func node(t *testing.T, script string, args ...string) <-chan string {
 	cmd := exec.CommandContext(ctx, "node", append([]string{script}, args...)...)
 	cmd.Dir, cmd.Stderr = dir, os.Stderr
 	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
 	lines := make(chan string)
@@ -49,7 +53,7 @@ func node(t *testing.T, script string, args ...string) <-chan string {
 		}
 		cmd.Wait()
 	})
-	return lines
+	return lines, stdin
 }
 
 func nextLine(t *testing.T, lines <-chan string) string {
@@ -68,7 +72,7 @@ func nextLine(t *testing.T, lines <-chan string) string {
 // clean close.
 func TestInteropNodeWS(t *testing.T) {
 	th := newHub(t, nil, hub.WithAuthorizer(allowPublish("node")))
-	lines := node(t, "ws.mjs", "ws"+strings.TrimPrefix(th.url(), "http"), "room:a", "3")
+	lines, _ := node(t, "ws.mjs", "ws"+strings.TrimPrefix(th.url(), "http"), "room:a", "3")
 	assert.JSONEq(t, `{"type":"open","protocol":"cometkit-hub.v1"}`, nextLine(t, lines))
 	assert.Equal(t, "subscribed", decodeFrame(t, []byte(nextLine(t, lines))).Type)
 	// The ack and the message it published may come in either order.
@@ -95,7 +99,7 @@ func TestInteropNodeWS(t *testing.T) {
 // duplicate.
 func TestInteropNodeEventSource(t *testing.T) {
 	th := newHub(t, nil)
-	lines := node(t, "sse.mjs", th.url()+"?topic=a&topic=b", "4")
+	lines, _ := node(t, "sse.mjs", th.url()+"?topic=a&topic=b", "4")
 	type line struct {
 		Event string      `json:"event"`
 		ID    string      `json:"id"`

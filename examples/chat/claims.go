@@ -12,7 +12,8 @@ import (
 // so that a nick present through one node cannot be taken through
 // another. A claim is a key, the nick's skeleton in the room, whose value
 // is the holding session's id; it expires unless renewed, and the nodes
-// its client polls renew it. When a nick leaves or times out, the key
+// its page renews its presence through renew it. When a nick leaves or
+// times out, the key
 // says so ("-" and the id) for a while, so that of the nodes that saw the
 // nick, exactly one announces its departure.
 type sharedClaims struct {
@@ -75,6 +76,46 @@ return 1`)
 func (sc *sharedClaims) depart(ctx context.Context, room string, ss session) (bool, error) {
 	n, err := departScript.Run(ctx, sc.rdb, []string{sc.key(room, ss.nick)}, ss.id, sc.gone.Milliseconds()).Int()
 	return n == 1, err
+}
+
+// renewScript extends a claim the session holds: 1 if it does, 0 if the
+// claim is gone, marked departed, or another session's.
+var renewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`)
+
+// renew extends the session's claim on its nick in room, and reports
+// whether the session still holds it: it never takes a claim back after a
+// departure, as claim would.
+func (sc *sharedClaims) renew(ctx context.Context, room string, ss session) (bool, error) {
+	n, err := renewScript.Run(ctx, sc.rdb, []string{sc.key(room, ss.nick)}, ss.id, sc.ttl.Milliseconds()).Int()
+	return n == 1, err
+}
+
+// givenUp returns those of the sessions whose claim on their nick in room was
+// given up (the mark of a departure) or is another session's. A claim that
+// merely expired is not among them: the node that times the nick out
+// announces its departure.
+func (sc *sharedClaims) givenUp(ctx context.Context, room string, sessions []session) ([]session, error) {
+	if len(sessions) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(sessions))
+	for i, ss := range sessions {
+		keys[i] = sc.key(room, ss.nick)
+	}
+	values, err := sc.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, err
+	}
+	var out []session
+	for i, v := range values {
+		if v, ok := v.(string); ok && v != sessions[i].id {
+			out = append(out, sessions[i])
+		}
+	}
+	return out, nil
 }
 
 // holds reports whether the session holds its nick in room.

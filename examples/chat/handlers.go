@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/cometkit/cometkit/clientmgr"
+	"github.com/cometkit/cometkit/hub"
 )
 
 // A limitError is a rate limit reached: 429, and try again in a second.
@@ -18,17 +19,14 @@ type limitError string
 func (e limitError) Error() string { return string(e) }
 
 const (
-	errTooFast      = limitError("too many messages: slow down")
 	errRoomBusy     = limitError("this room is busy: slow down")
 	errTooManyJoins = limitError("too many joins from your address: wait a moment")
 )
 
-// errBusy is a wait refused: the server is shutting down or overloaded.
-var errBusy = errors.New("server busy: retry")
-
 // fail answers a request that cannot be done with its error's status: 401
-// without a valid session, 409 for a nick in use, 429 at a rate limit, and
-// 503 with Retry-After when the server is at a limit or cannot publish.
+// without a valid session, 409 for a nick in use, 410 for a nick no longer
+// present, 429 at a rate limit, and 503 with Retry-After when the server
+// is at a limit or cannot publish.
 func (s *server) fail(w http.ResponseWriter, err error) {
 	code, retry := http.StatusServiceUnavailable, "1"
 	switch {
@@ -36,19 +34,26 @@ func (s *server) fail(w http.ResponseWriter, err error) {
 		code, retry = http.StatusUnauthorized, ""
 	case errors.Is(err, errNickTaken):
 		code, retry = http.StatusConflict, ""
+	case errors.Is(err, errAbsent):
+		code, retry = http.StatusGone, ""
 	case errors.As(err, new(limitError)):
 		code = http.StatusTooManyRequests
-	case errors.Is(err, errBusy):
 	case errors.Is(err, errTooManyRooms), errors.Is(err, errRoomFull), errors.Is(err, clientmgr.ErrTooManyTopics):
 		retry = "60"
 	default:
-		s.cfg.logger.Warn("chat: cannot serve a request", "err", err)
-		err = errors.New("cannot do that now: retry")
+		err = s.unexpected(err)
 	}
 	if retry != "" {
 		w.Header().Set("Retry-After", retry)
 	}
 	http.Error(w, err.Error(), code)
+}
+
+// unexpected logs an error no client caused (Redis down, say) and returns
+// what the client is told of it.
+func (s *server) unexpected(err error) error {
+	s.cfg.logger.Warn("chat: cannot serve a request", "err", err)
+	return errors.New("cannot do that now: retry")
 }
 
 // form reads a POST's form of at most limit bytes; a larger one is
@@ -76,12 +81,16 @@ func (s *server) session(w http.ResponseWriter, r *http.Request) (session, bool)
 }
 
 // A joinAnswer is what a join returns: the nick the session now has, the
-// room's recent events, who is present, and the cursor to subscribe from.
+// room's hub topic and the cursor to subscribe to it from (just after the
+// history), the room's recent events, who is present, and how often to
+// say that the nick is still here.
 type joinAnswer struct {
 	Nick    string            `json:"nick"`
+	Topic   string            `json:"topic"`
 	Cursor  clientmgr.Cursor  `json:"cursor"`
 	History []json.RawMessage `json:"history"`
 	Members []string          `json:"members"`
+	RenewMs int64             `json:"renew_ms"`
 }
 
 // join enters the room with the nick in the form, and gives the client a
@@ -103,7 +112,7 @@ func (s *server) join(w http.ResponseWriter, r *http.Request) {
 	}
 	ss.nick = nick
 	room := chi.URLParam(r, "room")
-	if err := s.admit(r.Context(), room, ss, s.joins, addrKey(s.cfg.proxies.client(r)), errTooManyJoins); err != nil {
+	if err := s.admit(r.Context(), room, ss, addrKey(s.cfg.proxies.client(r))); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -113,7 +122,11 @@ func (s *server) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.signer.setCookie(w, ss, s.cfg.proxies.secure(r))
-	writeJSON(w, joinAnswer{Nick: nick, Cursor: b.Next, History: recent(chatEvents(b.Messages)), Members: s.rooms.members(room)})
+	writeJSON(w, joinAnswer{
+		Nick: nick, Topic: topicOf(room), Cursor: b.Next,
+		History: recent(chatEvents(b.Messages)), Members: s.present(r.Context(), room),
+		RenewMs: s.cfg.presence.Milliseconds(),
+	})
 }
 
 // recent returns the last events, at most historyOnJoin of them and
@@ -133,13 +146,13 @@ func recent(evs []stored) []json.RawMessage {
 	return out
 }
 
-// admit lets a write through its limits, or says which it is over: one
-// event of key's allowance in limits (over, if none is left), one of the
-// room's, and the session's nick present in the room.
-func (s *server) admit(ctx context.Context, room string, ss session, limits *limiters, key string, over error) error {
+// admit lets a join through its limits, or says which it is over: one of
+// the address's joins, one of the room's events, and the session's nick
+// present in the room.
+func (s *server) admit(ctx context.Context, room string, ss session, addr string) error {
 	now := time.Now()
-	if !limits.allow(key, now) {
-		return over
+	if !s.joins.allow(addr, now) {
+		return errTooManyJoins
 	}
 	switch ok, err := s.rooms.allow(room, now); {
 	case err != nil:
@@ -148,6 +161,22 @@ func (s *server) admit(ctx context.Context, room string, ss session, limits *lim
 		return errRoomBusy
 	}
 	return s.claim(ctx, room, ss)
+}
+
+// here renews the presence of the session's nick in the room: its page
+// asks every renew_ms while it shows the room. It answers 410 for a nick
+// that is not present (it left, timed out, or was here before a restart):
+// only a join makes a nick present.
+func (s *server) here(w http.ResponseWriter, r *http.Request) {
+	ss, ok := s.session(w, r)
+	if !ok {
+		return
+	}
+	if err := s.renew(r.Context(), chi.URLParam(r, "room"), ss); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // leave takes the session's nick out of the room.
@@ -163,36 +192,74 @@ func (s *server) leave(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// post publishes a message from the session's nick, which it makes
-// present in the room if it was not (after a restart, say).
-func (s *server) post(w http.ResponseWriter, r *http.Request) {
-	if !form(w, r, 16<<10) {
-		return
-	}
-	ss, ok := s.session(w, r)
-	if !ok {
-		return
-	}
-	text, err := parseText(r.PostForm.Get("text"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	room := chi.URLParam(r, "room")
-	if err := s.admit(r.Context(), room, ss, s.posts, ss.id, errTooFast); err != nil {
-		s.fail(w, err)
-		return
-	}
-	if err := s.publish(r.Context(), room, event{Type: "message", Nick: ss.nick, Text: text}); err != nil {
-		s.fail(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+// members lists the nicks present in the room through this node.
+func (s *server) members(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, s.present(r.Context(), chi.URLParam(r, "room")))
 }
 
-// members lists the nicks present in the room on this node.
-func (s *server) members(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, s.rooms.members(chi.URLParam(r, "room")))
+// A visitor is a hub connection's client as the chat sees it: anyone may
+// read every room the node can hold; a client with a session may post in a
+// room where its nick is present, as that nick.
+type visitor struct {
+	s     *server
+	ss    session
+	valid bool // ss is a session the chat signed
+}
+
+// authorize is the hub's Authorizer: it reads the session cookie of the
+// request that opens a connection. A WebSocket keeps what it read, so the
+// page reconnects after its session changes.
+func (s *server) authorize(r *http.Request) (hub.Access, error) {
+	ss, ok, _ := s.signer.fromRequest(r)
+	return visitor{s: s, ss: ss, valid: ok}, nil
+}
+
+// Identity is the session: the hub's publish rate (-post-rate) is per
+// session, whatever the connections; a client without one is counted by
+// its address, and may not post anyway.
+func (v visitor) Identity() string {
+	if v.valid {
+		return v.ss.id
+	}
+	return ""
+}
+
+// CanSubscribe allows a room's topic, if the node holds the room or has
+// room for it.
+func (v visitor) CanSubscribe(topic string) bool {
+	room, ok := roomOf(topic)
+	return ok && v.s.rooms.enter(room, time.Now()) == nil
+}
+
+// CanPublish allows a room's topic to a session whose nick is present in
+// the room, and renews that presence, as the page's renewals do. A page
+// refused (a session from before a restart, a nick that timed out) joins
+// again.
+func (v visitor) CanPublish(topic string) bool {
+	room, ok := roomOf(topic)
+	if !ok || !v.valid {
+		return false
+	}
+	return v.s.renew(context.Background(), room, v.ss) == nil
+}
+
+// post is the hub's PublishHook: what a page publishes on a room's topic
+// is the text of a message from its session's nick, within the room's
+// rate. Its error is what the page is told.
+func (s *server) post(_ context.Context, a hub.Access, topic string, data []byte) ([]byte, error) {
+	v := a.(visitor)
+	room, _ := roomOf(topic) // CanPublish allowed only rooms' topics
+	text, err := parseText(string(data))
+	if err != nil {
+		return nil, err
+	}
+	switch ok, err := s.rooms.allow(room, time.Now()); {
+	case err != nil:
+		return nil, err
+	case !ok:
+		return nil, errRoomBusy
+	}
+	return marshal(event{Type: "message", Nick: v.ss.nick, Text: text, Time: time.Now().UTC()}), nil
 }
 
 // claim makes the session's nick present in the room, on this node and,
@@ -204,10 +271,7 @@ func (s *server) claim(ctx context.Context, room string, ss session) error {
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
 	now := time.Now()
-	c, err := s.rooms.claim(room, ss, now)
-	if errors.Is(err, errNickTaken) && s.shared != nil && s.evictStale(ctx, room, ss.nick) {
-		c, err = s.rooms.claim(room, ss, now)
-	}
+	c, err := s.claimHere(ctx, room, ss, now, true)
 	if err != nil {
 		return err
 	}
@@ -238,6 +302,50 @@ func (s *server) claim(ctx context.Context, room string, ss session) error {
 	return nil
 }
 
+// claimHere marks the session's nick present in the room on this node
+// (replacing its other nick there, if replace), after dropping this node's
+// record of another session holding it, if that session no longer holds it
+// in the shared store.
+func (s *server) claimHere(ctx context.Context, room string, ss session, now time.Time, replace bool) (claim, error) {
+	c, err := s.rooms.claim(room, ss, now, replace)
+	if errors.Is(err, errNickTaken) && s.shared != nil && s.evictStale(ctx, room, ss.nick) {
+		c, err = s.rooms.claim(room, ss, now, replace)
+	}
+	return c, err
+}
+
+// renew keeps the session's nick present in the room, if it is: on this
+// node, or, with Redis, through any node, which Redis says for every
+// renewal (this node then records it too, without announcing it). It never
+// makes a nick arrive: errAbsent for one that left (through any node),
+// timed out, or was present before a restart.
+func (s *server) renew(ctx context.Context, room string, ss session) error {
+	now := time.Now()
+	present := s.rooms.touch(room, ss, now)
+	if s.shared == nil {
+		if !present {
+			return errAbsent
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	held, err := s.shared.renew(ctx, room, ss)
+	switch {
+	case err != nil:
+		return err
+	case !held:
+		s.rooms.release(room, ss)
+		return errAbsent
+	case !present:
+		if _, err := s.claimHere(ctx, room, ss, now, false); err != nil {
+			return err
+		}
+	}
+	s.rooms.renewed(room, ss, now)
+	return nil
+}
+
 // evictStale drops this node's record of the session holding nick in
 // the room if that session no longer holds it in the shared store: it
 // left, or timed out, through another node. It reports whether it did.
@@ -251,6 +359,25 @@ func (s *server) evictStale(ctx context.Context, room, nick string) bool {
 		return false
 	}
 	return s.rooms.release(room, holder)
+}
+
+// present lists the nicks present in the room through this node. With
+// Redis, a nick whose claim the shared store says was given up (it left
+// through another node) or taken by another session is dropped first.
+func (s *server) present(ctx context.Context, room string) []string {
+	if s.shared != nil {
+		ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+		defer cancel()
+		sessions := s.rooms.sessions(room)
+		gone, err := s.shared.givenUp(ctx, room, sessions)
+		if err != nil {
+			s.cfg.logger.Warn("chat: cannot check the members against Redis", "room", room, "err", err)
+		}
+		for _, ss := range gone {
+			s.rooms.release(room, ss)
+		}
+	}
+	return s.rooms.members(room)
 }
 
 // leaveRoom takes the session's nick out of the room, here and in the

@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// A nick belongs to the session that joined with it: writes act as the
-// session's nick whatever the form says, another session cannot take it
+// A nick belongs to the session that joined with it: posts act as the
+// session's nick whatever the page sends, another session cannot take it
 // (or one that looks like it) while it is present, and a session cookie
 // cannot be forged or altered.
 func TestNickBelongsToItsSession(t *testing.T) {
@@ -37,38 +37,46 @@ func TestNickBelongsToItsSession(t *testing.T) {
 		assert.Contains(t, body(t, resp), "nickname is in use")
 	}
 	mallory.join("lobby", "mallory")
-	// The form's nick is not read: mallory posts as mallory.
-	assert.Equal(t, http.StatusNoContent, mallory.post("/rooms/lobby/messages", url.Values{"nick": {"alice"}, "text": {"hi"}}).StatusCode)
+	// A publish names no nick: mallory posts as mallory.
+	_, frames := mallory.longPoll(op{"op": "publish", "topic": "room:lobby", "data": "hi", "nick": "alice"})
+	assert.Equal(t, "published", frames[0].Type)
 	// Leaving takes mallory's own nick out, not alice's.
 	mallory.post("/rooms/lobby/leave", url.Values{"nick": {"alice"}})
 	assert.Equal(t, []string{"alice"}, alice.members("lobby"))
-	// Subscribing with ?nick= makes no one present.
-	assert.Equal(t, http.StatusOK, c.person().get("/rooms/lobby/subscribe?since=&nick=bob").StatusCode)
+	// Following the room makes no one present.
+	bob := c.person()
+	bob.poll("lobby", "")
 	assert.Equal(t, []string{"alice"}, alice.members("lobby"))
+	assert.Equal(t, "forbidden", bob.say("lobby", "not joined"))
 
-	evs := alice.poll("lobby", "").Events
+	evs := alice.poll("lobby", "0").Events
 	assert.Equal(t, []string{"join:alice:", "join:mallory:", "message:mallory:hi", "leave:mallory:"}, texts(evs))
 
 	// A cookie whose nick was changed, or signed with another key, or
-	// expired, is refused.
-	forge := func(tok string) int {
-		req, _ := http.NewRequest(http.MethodPost, c.ts.URL+"/rooms/lobby/messages", strings.NewReader("text=forged"))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.AddCookie(&http.Cookie{Name: sessionCookie, Value: tok})
-		resp, err := c.ts.Client().Do(req)
-		require.NoError(t, err)
-		resp.Body.Close()
-		return resp.StatusCode
+	// expired, is no session: no presence, no post.
+	forge := func(tok string) (here int, post string) {
+		forger := c.person()
+		u, _ := url.Parse(c.ts.URL)
+		forger.client.Jar.SetCookies(u, []*http.Cookie{{Name: sessionCookie, Value: tok}})
+		return forger.here("lobby"), forger.say("lobby", "forged")
 	}
 	good := cookie.Value
-	assert.Equal(t, http.StatusNoContent, forge(good))
+	here, post := forge(good)
+	assert.Equal(t, http.StatusNoContent, here)
+	assert.Equal(t, "published", post)
 	mine := session{id: newSessionID(), nick: "alice"}
 	other := signer{key: randomBytes(32)}
-	assert.Equal(t, http.StatusUnauthorized, forge(other.token(mine, time.Now())), "signed with another key")
-	assert.Equal(t, http.StatusUnauthorized, forge(c.s.signer.token(mine, time.Now().Add(-sessionLifetime))), "expired")
 	payload, sig, _ := strings.Cut(good, ".")
-	assert.Equal(t, http.StatusUnauthorized, forge(payload[:len(payload)-2]+"AA."+sig), "altered")
-	assert.Equal(t, http.StatusUnauthorized, forge(payload), "unsigned")
+	for name, tok := range map[string]string{
+		"signed with another key": other.token(mine, time.Now()),
+		"expired":                 c.s.signer.token(mine, time.Now().Add(-sessionLifetime)),
+		"altered":                 payload[:len(payload)-2] + "AA." + sig,
+		"unsigned":                payload,
+	} {
+		here, post := forge(tok)
+		assert.Equal(t, http.StatusUnauthorized, here, name)
+		assert.Equal(t, "forbidden", post, name)
+	}
 
 	// Once alice leaves, her nick is free.
 	alice.post("/rooms/lobby/leave", nil)
@@ -76,8 +84,10 @@ func TestNickBelongsToItsSession(t *testing.T) {
 }
 
 // A session has one nick in a room: joining again with another replaces
-// it, with a leave and a join; a subscription with a session keeps its
-// nick present.
+// it, with a leave and a join. Presence is renewed, never taken back: a
+// renewal or a post for a nick that is no longer present (it left, or the
+// server restarted with the same key) is refused, and only a join makes
+// it present again.
 func TestSessionChangesNick(t *testing.T) {
 	c := newChat(t)
 	p := c.person()
@@ -86,56 +96,85 @@ func TestSessionChangesNick(t *testing.T) {
 	assert.Equal(t, []string{"alfred"}, p.members("lobby"))
 	a := p.poll("lobby", j.Cursor)
 	assert.Equal(t, []string{"leave:al:", "join:alfred:"}, texts(a.Events))
-	assert.Equal(t, http.StatusNoContent, p.say("lobby", "hello"))
+	assert.Equal(t, "published", p.say("lobby", "hello"))
 	assert.Equal(t, []string{"message:alfred:hello"}, texts(p.poll("lobby", a.Next).Events))
+	assert.Equal(t, http.StatusNoContent, p.here("lobby"))
 
-	// After a restart that kept the key, the session's nick comes back by
-	// itself when its client polls (or posts).
 	c.s.rooms.release("lobby", session{id: "", nick: "alfred"}) // another session's release does nothing
 	assert.Equal(t, []string{"alfred"}, p.members("lobby"))
-	p.post("/rooms/lobby/leave", nil)
+	c.s.rooms.release("lobby", session{id: sessionOf(t, c, p), nick: "alfred"}) // as a restart forgets it
 	assert.Empty(t, p.members("lobby"))
-	p.poll("lobby", "")
+	assert.Equal(t, http.StatusGone, p.here("lobby"))
+	assert.Equal(t, "forbidden", p.say("lobby", "still here?"))
+	assert.Empty(t, p.members("lobby"), "neither made alfred present again")
+	p.join("lobby", "alfred")
 	assert.Equal(t, []string{"alfred"}, p.members("lobby"))
+	assert.Equal(t, "published", p.say("lobby", "back"))
+}
+
+// sessionOf reads the session a person's cookie holds.
+func sessionOf(t *testing.T, c *chat, p *person) string {
+	t.Helper()
+	u, _ := url.Parse(c.ts.URL)
+	for _, ck := range p.client.Jar.Cookies(u) {
+		if ck.Name == sessionCookie {
+			ss, err := c.s.signer.parse(ck.Value, time.Now())
+			require.NoError(t, err)
+			return ss.id
+		}
+	}
+	t.Fatal("no session cookie")
+	return ""
 }
 
 // Rate limits hold per session and per room: rotating nicks, or the
-// forwarding headers a client makes up, gives no more posts.
+// forwarding headers a client makes up, gives no more posts, and a refused
+// post says when to try again.
 func TestRateLimits(t *testing.T) {
 	c := newChat(t)
 	alice := c.person()
 	alice.join("lobby", "alice")
 	burst := burstOf(c.s.cfg.postRate)
-	var codes []int
+	var results []string
 	for i := range burst + 4 {
 		// A new nick each time, in the same session, and made-up addresses.
 		alice.post("/rooms/lobby/join", url.Values{"nick": {"alice" + strings.Repeat("x", i)}})
-		resp := alice.post("/rooms/lobby/messages", url.Values{"text": {"hi"}},
-			"X-Forwarded-For", "10.0.0."+strconv.Itoa(i), "X-Real-IP", "10.1.0."+strconv.Itoa(i), "True-Client-IP", "10.2.0."+strconv.Itoa(i))
-		codes = append(codes, resp.StatusCode)
-		if resp.StatusCode == http.StatusTooManyRequests {
-			assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+		status, frames := alice.longPoll(op{"op": "publish", "topic": "room:lobby", "data": "hi"})
+		require.Equal(t, http.StatusOK, status)
+		if frames[0].Type == "published" {
+			results = append(results, "published")
+			continue
 		}
+		results = append(results, frames[0].Code)
+		assert.Positive(t, frames[0].RetryMs, "%+v", frames[0])
 	}
 	allowed := 0
-	for _, code := range codes {
-		if code == http.StatusNoContent {
+	for _, r := range results {
+		if r == "published" {
 			allowed++
+		} else {
+			assert.Equal(t, "rate_limited", r)
 		}
 	}
-	assert.LessOrEqual(t, allowed, burst+1, "posts allowed of %v", codes)
-	assert.GreaterOrEqual(t, allowed, burst, "posts allowed of %v", codes)
+	assert.LessOrEqual(t, allowed, burst+1, "posts allowed of %v", results)
+	assert.GreaterOrEqual(t, allowed, burst, "posts allowed of %v", results)
 	bob := c.person()
 	bob.join("lobby", "bob")
-	assert.Equal(t, http.StatusNoContent, bob.say("lobby", "hi"), "the limit is per session")
+	assert.Equal(t, "published", bob.say("lobby", "hi"), "the limit is per session")
 
 	// The room's limit holds over every session in it.
 	room := newChat(t, func(cfg *config) { cfg.roomRate = 1 })
-	codes = nil
+	var codes []int
 	for i := range 6 {
 		codes = append(codes, room.person().post("/rooms/busy/join", url.Values{"nick": {"n" + strconv.Itoa(i)}}).StatusCode)
 	}
 	assert.Equal(t, []int{200, 200, 200, 429, 429, 429}, codes, "a burst of three seconds' worth, per room")
+	p := room.person()
+	p.join("quiet", "q")
+	for range 2 {
+		p.say("quiet", "within the room's burst")
+	}
+	assert.Equal(t, "rejected", p.say("quiet", "one more"), "this room is busy")
 }
 
 // Joins, which make sessions, are limited per client address: the

@@ -13,6 +13,7 @@ var (
 	errTooManyRooms = errors.New("this server holds as many rooms as it may: try again later, or an existing room")
 	errRoomFull     = errors.New("this room is full: try again later")
 	errNickTaken    = errors.New("that nickname is in use in this room (or one that looks like it): choose another")
+	errAbsent       = errors.New("you are not in this room (you left, were away too long, or the server restarted): join again")
 )
 
 // rooms are the rooms this node holds, at most max of them: each room's
@@ -90,8 +91,9 @@ type claim struct {
 // claim marks the session's nick present in the room now. Another
 // session's nick with the same skeleton makes it errNickTaken, a full
 // room errRoomFull. A session has one nick in a room: one it held before
-// is replaced.
-func (rs *rooms) claim(name string, ss session, now time.Time) (claim, error) {
+// is replaced, if replace, and otherwise the claim is errAbsent (the
+// session has joined with another nick since).
+func (rs *rooms) claim(name string, ss session, now time.Time, replace bool) (claim, error) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	r, err := rs.enterLocked(name, now)
@@ -100,18 +102,25 @@ func (rs *rooms) claim(name string, ss session, now time.Time) (claim, error) {
 	}
 	key := skeleton(ss.nick)
 	m := r.members[key]
-	switch {
-	case m != nil && m.session != ss.id:
+	if m != nil && m.session != ss.id {
 		return claim{}, errNickTaken
-	case m == nil && len(r.members) >= maxMembers:
-		return claim{}, errRoomFull
 	}
 	var c claim
+	var replaced []string // keys
 	for k, other := range r.members {
 		if other.session == ss.id && k != key {
+			if !replace {
+				return claim{}, errAbsent
+			}
 			c.replaced = append(c.replaced, other.nick)
-			delete(r.members, k)
+			replaced = append(replaced, k)
 		}
+	}
+	if m == nil && len(r.members)-len(replaced) >= maxMembers {
+		return claim{}, errRoomFull
+	}
+	for _, k := range replaced {
+		delete(r.members, k)
 	}
 	if m == nil {
 		m = &member{session: ss.id}
@@ -121,6 +130,20 @@ func (rs *rooms) claim(name string, ss session, now time.Time) (claim, error) {
 	m.nick, m.seen = ss.nick, now
 	c.renew = c.arrived || now.Sub(m.shared) >= rs.renewAfter
 	return c, nil
+}
+
+// touch marks the session's nick seen now, if it is present in the room,
+// and reports whether it is.
+func (rs *rooms) touch(name string, ss session, now time.Time) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	r := rs.byName[name]
+	m := r.memberOf(ss)
+	if m == nil {
+		return false
+	}
+	m.seen, r.used = now, now
+	return true
 }
 
 // renewed records that the session's claim was renewed in the shared
@@ -170,6 +193,19 @@ func (r *room) memberOf(ss session) *member {
 		return m
 	}
 	return nil
+}
+
+// sessions lists the sessions present in the room, with their nicks.
+func (rs *rooms) sessions(name string) []session {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	var out []session
+	if r := rs.byName[name]; r != nil {
+		for _, m := range r.members {
+			out = append(out, session{id: m.session, nick: m.nick})
+		}
+	}
+	return out
 }
 
 // members lists the room's nicks, sorted; none for a room not held.

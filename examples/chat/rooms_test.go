@@ -16,10 +16,10 @@ func TestRoomsReclaimed(t *testing.T) {
 	t0 := time.Unix(1_800_000_000, 0)
 	require.NoError(t, rs.enter("empty", t0))
 	require.NoError(t, rs.enter("waited-on", t0))
-	_, err := rs.claim("occupied", session{id: "s1", nick: "ann"}, t0)
+	_, err := rs.claim("occupied", session{id: "s1", nick: "ann"}, t0, true)
 	require.NoError(t, err)
 	assert.ErrorIs(t, rs.enter("new", t0), errTooManyRooms)
-	_, err = rs.claim("new", session{id: "s2", nick: "bo"}, t0)
+	_, err = rs.claim("new", session{id: "s2", nick: "bo"}, t0, true)
 	assert.ErrorIs(t, err, errTooManyRooms)
 
 	waiting := func(room string) bool { return room == "waited-on" }
@@ -37,27 +37,33 @@ func TestRoomMembers(t *testing.T) {
 	rs := newRooms(1, 10, time.Second)
 	t0 := time.Unix(1_800_000_000, 0)
 	for i := range maxMembers {
-		c, err := rs.claim("full", session{id: "s" + strconv.Itoa(i), nick: "n" + strconv.Itoa(i)}, t0)
+		c, err := rs.claim("full", session{id: "s" + strconv.Itoa(i), nick: "n" + strconv.Itoa(i)}, t0, true)
 		require.NoError(t, err)
 		require.True(t, c.arrived && c.renew)
 	}
-	_, err := rs.claim("full", session{id: "late", nick: "late"}, t0)
+	_, err := rs.claim("full", session{id: "late", nick: "late"}, t0, true)
 	assert.ErrorIs(t, err, errRoomFull)
 	rs.renewed("full", session{id: "s0", nick: "n0"}, t0)
-	c, err := rs.claim("full", session{id: "s0", nick: "n0"}, t0.Add(time.Second/2))
+	c, err := rs.claim("full", session{id: "s0", nick: "n0"}, t0.Add(time.Second/2), true)
 	require.NoError(t, err)
 	assert.False(t, c.arrived || c.renew, "present, and renewed half a second ago")
-	c, _ = rs.claim("full", session{id: "s0", nick: "n0"}, t0.Add(2*time.Second))
+	c, _ = rs.claim("full", session{id: "s0", nick: "n0"}, t0.Add(2*time.Second), true)
 	assert.True(t, c.renew, "due again")
 
+	assert.True(t, rs.touch("full", session{id: "s1", nick: "n1"}, t0.Add(2*time.Second)))
+	assert.False(t, rs.touch("full", session{id: "s1", nick: "other"}, t0), "not the nick s1 holds")
+	_, err = rs.claim("full", session{id: "s1", nick: "other"}, t0, false)
+	assert.ErrorIs(t, err, errAbsent, "a session that holds another nick, and may not replace it")
+
 	gone := rs.expire(t0.Add(time.Second))
-	assert.Len(t, gone, maxMembers-1, "all but the one heard of since")
-	assert.Equal(t, []string{"n0"}, rs.members("full"))
+	assert.Len(t, gone, maxMembers-2, "all but the ones heard of since")
+	assert.Equal(t, []string{"n0", "n1"}, rs.members("full"))
 }
 
-// A nick not heard of for three poll timeouts leaves, and is announced.
+// A nick not renewed for three presence intervals leaves, and is
+// announced.
 func TestPresenceTimesOut(t *testing.T) {
-	c := newChat(t, pollTimeout(50*time.Millisecond))
+	c := newChat(t, presence(50*time.Millisecond))
 	ann := c.person()
 	j := ann.join("lobby", "ann")
 	require.Eventually(t, func() bool { return len(c.s.rooms.members("lobby")) == 0 }, 10*time.Second, 10*time.Millisecond)

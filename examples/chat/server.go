@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -22,6 +23,7 @@ import (
 	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/clientmgr/redisbroker"
 	"github.com/cometkit/cometkit/continuation"
+	"github.com/cometkit/cometkit/hub"
 	"github.com/cometkit/cometkit/middleware"
 )
 
@@ -30,31 +32,35 @@ var static embed.FS
 
 // config is the chat server's settings (the command's flags).
 type config struct {
-	pollTimeout  time.Duration // a long-poll answers with no events after this; a stream sends a keep-alive
-	history      int           // events kept per room
-	historyBytes int           // and bytes
-	maxRooms     int           // rooms this node holds at once
-	postRate     float64       // messages a second per session
-	roomRate     float64       // events a second per room
-	joinRate     float64       // joins a second per client address
-	proxies      proxies       // whose X-Forwarded-For to believe
-	sessionKey   string        // signs sessions; "" for one from Redis, or a random one
-	redisURL     string        // if set, rooms are shared with the other nodes on this Redis
-	dispatch     []continuation.Option
-	logger       *slog.Logger
+	pollTimeout     time.Duration // a long-poll of the hub answers with nothing after this
+	presence        time.Duration // how often a page renews its nick's presence; three missed and it has left
+	history         int           // events kept per room
+	historyBytes    int           // and bytes
+	maxRooms        int           // rooms this node holds at once
+	postRate        float64       // messages a second per session
+	roomRate        float64       // events a second per room
+	joinRate        float64       // joins a second per client address
+	maxConnsPerAddr int           // hub connections from one client address
+	proxies         proxies       // whose X-Forwarded-For to believe
+	sessionKey      string        // signs sessions; "" for one from Redis, or a random one
+	redisURL        string        // if set, rooms are shared with the other nodes on this Redis
+	dispatch        []continuation.Option
+	logger          *slog.Logger
 }
 
 // defaults are the settings the flags start from.
 func defaults() config {
 	return config{
-		pollTimeout:  20 * time.Second,
-		history:      clientmgr.DefaultHistory,
-		historyBytes: 64 << 10,
-		maxRooms:     1000,
-		postRate:     2,
-		roomRate:     20,
-		joinRate:     2,
-		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		pollTimeout:     20 * time.Second,
+		presence:        20 * time.Second,
+		history:         clientmgr.DefaultHistory,
+		historyBytes:    64 << 10,
+		maxRooms:        1000,
+		postRate:        2,
+		roomRate:        20,
+		joinRate:        2,
+		maxConnsPerAddr: hub.DefaultMaxConnsPerAddr,
+		logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }
 
@@ -76,16 +82,18 @@ type event struct {
 	Time time.Time `json:"time"`
 }
 
-// server is the chat: rooms are clientmgr topics, and every request goes
-// through one continuation middleware.
+// server is the chat: rooms are topics of a hub, which serves them to the
+// pages over WebSocket, SSE or long-polling, and through which the pages
+// post; joining, leaving and presence are plain requests. Every request
+// runs on one continuation Dispatcher, the hub's.
 type server struct {
 	cfg      config
 	mgr      *clientmgr.Manager
-	mw       *middleware.Middleware
+	d        *continuation.Dispatcher
+	hub      *hub.Hub
 	registry *prometheus.Registry
 	handler  http.Handler
 	rooms    *rooms
-	posts    *limiters // by session
 	joins    *limiters // by client address
 	signer   signer
 	rdb      *redis.Client // with -redis: the chat's own calls (the broker has its client)
@@ -105,8 +113,7 @@ func newServer(ctx context.Context, cfg config) (*server, error) {
 	s := &server{
 		cfg:      cfg,
 		registry: reg,
-		rooms:    newRooms(cfg.maxRooms, cfg.roomRate, cfg.pollTimeout),
-		posts:    newLimiters(cfg.postRate),
+		rooms:    newRooms(cfg.maxRooms, cfg.roomRate, cfg.presence),
 		joins:    newLimiters(cfg.joinRate),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -126,12 +133,12 @@ func newServer(ctx context.Context, cfg config) (*server, error) {
 		opts, _ := redis.ParseURL(cfg.redisURL) // Open has checked it
 		opts.ContextTimeoutEnabled = true       // a call waits no longer than its context allows
 		s.rdb = redis.NewClient(opts)
-		// A claim outlives the gap between two renewals (a poll timeout,
-		// and one more until the next touch) and expires before its
-		// nick times out of a node's members (three poll timeouts, and
+		// A claim outlives the gap between two renewals (a presence
+		// interval, and one more until the next touch) and expires before
+		// its nick times out of a node's members (three intervals, and
 		// one more until the sweep); the mark of a departure outlives
 		// every node's record of the nick.
-		s.shared = &sharedClaims{rdb: s.rdb, ttl: 5 * cfg.pollTimeout / 2, gone: 5 * cfg.pollTimeout}
+		s.shared = &sharedClaims{rdb: s.rdb, ttl: 5 * cfg.presence / 2, gone: 5 * cfg.presence}
 		mgrOpts = append(mgrOpts, clientmgr.WithBroker(b)) // closed by the Manager
 	}
 	mgr, err := clientmgr.Open(ctx, mgrOpts...)
@@ -144,7 +151,20 @@ func newServer(ctx context.Context, cfg config) (*server, error) {
 		return nil, errors.Join(err, mgr.Close(), s.closeRedis())
 	}
 	s.signer = signer{key: key}
-	s.mw = middleware.New(append([]continuation.Option{continuation.WithMetrics(reg), continuation.WithLogger(cfg.logger)}, cfg.dispatch...)...)
+	s.d = continuation.NewDispatcher(http.NotFoundHandler(),
+		append([]continuation.Option{continuation.WithMetrics(reg), continuation.WithLogger(cfg.logger)}, cfg.dispatch...)...)
+	s.hub = hub.New(mgr,
+		hub.WithDispatcher(s.d),
+		hub.WithAuthorizer(hub.AuthorizerFunc(s.authorize)),
+		hub.WithPublishHook(s.post),
+		hub.WithPublishRate(cfg.postRate, burstOf(cfg.postRate)),
+		hub.WithMaxConnsPerAddr(cfg.maxConnsPerAddr),
+		hub.WithTrustedProxies(cfg.proxies...),
+		hub.WithMaxMessageSize(maxFrameSize),
+		hub.WithPollTimeout(cfg.pollTimeout),
+		hub.WithMetrics(reg),
+		hub.WithLogger(cfg.logger),
+	)
 	s.handler = s.routes()
 	go s.sweep()
 	return s, nil
@@ -162,17 +182,20 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(securityHeaders, chimw.RequestID, s.logRequests, chimw.Recoverer, middleware.RequestMetrics(s.registry),
-		http.NewCrossOriginProtection().Handler, s.mw.Handler)
-	staticFS, _ := fs.Sub(static, "static")
-	r.Handle("/*", http.FileServerFS(staticFS))
-	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	r.Route("/rooms/{room}", func(r chi.Router) {
-		r.Use(validRoom)
-		r.Post("/join", s.join)
-		r.Post("/leave", s.leave)
-		r.Post("/messages", s.post)
-		r.Get("/members", s.members)
-		r.Get("/subscribe", s.subscribe)
+		http.NewCrossOriginProtection().Handler)
+	r.Handle("/hub/*", s.hub) // the rooms' topics, and the client, /hub/client.js
+	r.Group(func(r chi.Router) {
+		r.Use(s.d.Handler) // the hub's pool and limits, for the rest too
+		staticFS, _ := fs.Sub(static, "static")
+		r.Handle("/*", http.FileServerFS(staticFS))
+		r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+		r.Route("/rooms/{room}", func(r chi.Router) {
+			r.Use(validRoom)
+			r.Post("/join", s.join)
+			r.Post("/here", s.here)
+			r.Post("/leave", s.leave)
+			r.Get("/members", s.members)
+		})
 	})
 	return r
 }
@@ -199,30 +222,29 @@ func securityHeaders(next http.Handler) http.Handler {
 
 // Close stops the server's goroutine and the client manager (which
 // resumes every client still registered) and closes its Redis client.
-// Drain the middleware first, so that waiting clients are answered.
+// Shut the hub down first, so that waiting clients are answered.
 func (s *server) Close() error {
 	close(s.quit)
 	<-s.done
 	return errors.Join(s.mgr.Close(), s.closeRedis())
 }
 
-// sweep runs once a poll timeout: a client polls at least that often, so
-// three missed polls and its nick has gone; then idle rooms and rate
-// limits are dropped.
+// sweep runs once a presence interval: a page renews its presence at least
+// that often, so three missed renewals and its nick has gone; then idle
+// rooms and rate limits are dropped.
 func (s *server) sweep() {
 	defer close(s.done)
-	tick := time.NewTicker(s.cfg.pollTimeout)
+	tick := time.NewTicker(s.cfg.presence)
 	defer tick.Stop()
 	for {
 		select {
 		case <-s.quit:
 			return
 		case now := <-tick.C:
-			for _, d := range s.rooms.expire(now.Add(-3 * s.cfg.pollTimeout)) {
+			for _, d := range s.rooms.expire(now.Add(-3 * s.cfg.presence)) {
 				s.departed(d)
 			}
 			s.rooms.reclaim(now.Add(-roomIdle), func(room string) bool { return s.mgr.Count(topicOf(room)) > 0 })
-			s.posts.sweep(now.Add(-time.Minute))
 			s.joins.sweep(now.Add(-time.Minute))
 		}
 	}
@@ -247,12 +269,30 @@ func (s *server) departed(d departure) {
 	}
 }
 
-func topicOf(room string) string { return "room:" + room }
+// A room's hub topic is its name after "room:".
+const topicPrefix = "room:"
+
+func topicOf(room string) string { return topicPrefix + room }
+
+// roomOf returns the room whose topic this is, if it is one.
+func roomOf(topic string) (string, bool) {
+	name, ok := strings.CutPrefix(topic, topicPrefix)
+	if !ok {
+		return "", false
+	}
+	_, err := parseRoom(name)
+	return name, err == nil
+}
 
 // maxEventSize bounds a stored event: the longest message (1000
 // characters of up to 4 bytes each) and the rest of the event, with room
 // to spare.
 const maxEventSize = 8 << 10
+
+// maxFrameSize bounds what a client sends the hub at once, a WebSocket
+// message or a long-poll's body: a publish of the longest message, each of
+// its characters written as a JSON escape at worst, and a few more frames.
+const maxFrameSize = 16 << 10
 
 func (s *server) publish(ctx context.Context, room string, ev event) error {
 	ev.Time = time.Now().UTC()
@@ -277,9 +317,8 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // A stored event is an event as a room's topic keeps it.
 type stored struct {
-	cursor clientmgr.Cursor
-	typ    string
-	data   json.RawMessage
+	typ  string
+	data json.RawMessage
 }
 
 // chatEvents are the events among msgs; anything else published on a
@@ -289,7 +328,7 @@ func chatEvents(msgs []clientmgr.Message) []stored {
 	for _, m := range msgs {
 		var ev event
 		if json.Unmarshal(m.Data, &ev) == nil && ev.Type != "" {
-			out = append(out, stored{m.Cursor(), ev.Type, m.Data})
+			out = append(out, stored{ev.Type, m.Data})
 		}
 	}
 	return out

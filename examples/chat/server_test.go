@@ -13,12 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-chi/chi/v5"
+	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/cometkit/cometkit/middleware"
+	"github.com/cometkit/cometkit/clientmgr"
+	"github.com/cometkit/cometkit/hub"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -41,24 +42,24 @@ func newChat(t *testing.T, set ...func(*config)) *chat {
 	return &chat{t: t, s: s, ts: ts}
 }
 
-// testConfig is the default settings, but a poll timeout of a minute and
-// joins limited only per room, changed by set.
+// testConfig is the default settings, but a poll timeout and a presence
+// interval of a minute and joins limited only per room, changed by set.
 func testConfig(set ...func(*config)) config {
 	cfg := defaults()
-	cfg.pollTimeout, cfg.joinRate = time.Minute, 1000
+	cfg.pollTimeout, cfg.presence, cfg.joinRate = time.Minute, time.Minute, 1000
 	for _, f := range set {
 		f(&cfg)
 	}
 	return cfg
 }
 
-// startServer starts a chat server, drained and closed at the end of t.
+// startServer starts a chat server, shut down and closed at the end of t.
 func startServer(t *testing.T, cfg config) *server {
 	t.Helper()
 	s, err := newServer(t.Context(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() {
-		s.mw.Shutdown(context.Background())
+		s.hub.Shutdown(context.Background())
 		s.Close()
 	})
 	return s
@@ -66,12 +67,15 @@ func startServer(t *testing.T, cfg config) *server {
 
 func pollTimeout(d time.Duration) func(*config) { return func(c *config) { c.pollTimeout = d } }
 
+func presence(d time.Duration) func(*config) { return func(c *config) { c.presence = d } }
+
 // A person is a client with its own cookies, so its own session, talking
 // to a chat server (any node of several: cookies do not depend on ports).
 type person struct {
 	t      *testing.T
 	base   string
 	client *http.Client
+	header []string // sent with every request: names and values
 }
 
 func (c *chat) person() *person { return newPerson(c.t, c.ts.URL, c.ts.Client().Transport) }
@@ -95,6 +99,13 @@ func (p *person) at(base string) *person {
 	return &q
 }
 
+// with is the same person sending these headers too (names and values).
+func (p *person) with(header ...string) *person {
+	q := *p
+	q.header = header
+	return &q
+}
+
 func (p *person) do(req *http.Request) *http.Response {
 	p.t.Helper()
 	resp, err := p.client.Do(req)
@@ -103,23 +114,27 @@ func (p *person) do(req *http.Request) *http.Response {
 	return resp
 }
 
-func (p *person) post(path string, fields url.Values, header ...string) *http.Response {
+func (p *person) send(method, path, contentType string, body io.Reader, header ...string) *http.Response {
 	p.t.Helper()
-	req, _ := http.NewRequestWithContext(p.t.Context(), http.MethodPost, p.base+path, strings.NewReader(fields.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req, _ := http.NewRequestWithContext(p.t.Context(), method, p.base+path, body)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	header = append(header, p.header...)
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
 	return p.do(req)
 }
 
+func (p *person) post(path string, fields url.Values, header ...string) *http.Response {
+	p.t.Helper()
+	return p.send(http.MethodPost, path, "application/x-www-form-urlencoded", strings.NewReader(fields.Encode()), header...)
+}
+
 func (p *person) get(path string, header ...string) *http.Response {
 	p.t.Helper()
-	req, _ := http.NewRequestWithContext(p.t.Context(), http.MethodGet, p.base+path, nil)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	return p.do(req)
+	return p.send(http.MethodGet, path, "", nil, header...)
 }
 
 func body(t *testing.T, resp *http.Response) string {
@@ -131,16 +146,11 @@ func body(t *testing.T, resp *http.Response) string {
 
 type joined struct {
 	Nick    string   `json:"nick"`
+	Topic   string   `json:"topic"`
 	Cursor  string   `json:"cursor"`
 	History []event  `json:"history"`
 	Members []string `json:"members"`
-}
-
-// answer is a long-poll's answer.
-type answer struct {
-	Events   []event `json:"events"`
-	Complete bool    `json:"complete"`
-	Next     string  `json:"next"`
+	RenewMs int64    `json:"renew_ms"`
 }
 
 func decode[T any](t *testing.T, resp *http.Response) T {
@@ -157,19 +167,93 @@ func (p *person) join(room, nick string) joined {
 	return decode[joined](p.t, p.post("/rooms/"+room+"/join", url.Values{"nick": {nick}}))
 }
 
-func (p *person) say(room, text string) int {
+// here renews the person's presence in the room, and returns the status.
+func (p *person) here(room string) int {
 	p.t.Helper()
-	return p.post("/rooms/"+room+"/messages", url.Values{"text": {text}}).StatusCode
-}
-
-func (p *person) poll(room, cursor string) answer {
-	p.t.Helper()
-	return decode[answer](p.t, p.get("/rooms/"+room+"/subscribe?transport=longpoll&since="+url.QueryEscape(cursor)))
+	return p.post("/rooms/"+room+"/here", nil).StatusCode
 }
 
 func (p *person) members(room string) []string {
 	p.t.Helper()
 	return decode[[]string](p.t, p.get("/rooms/"+room+"/members"))
+}
+
+// A frame is a frame of the hub's wire format (docs/hub.md).
+type frame struct {
+	Type    string `json:"type"`
+	Topic   string `json:"topic"`
+	Cursor  string `json:"cursor"`
+	Data    string `json:"data"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	RetryMs int64  `json:"retry_ms"`
+}
+
+// longPoll posts client frames to the hub and returns the status and the
+// frames answered.
+func (p *person) longPoll(frames ...any) (int, []frame) {
+	p.t.Helper()
+	b, err := json.Marshal(frames)
+	require.NoError(p.t, err)
+	resp := p.send(http.MethodPost, "/hub/?v=1", "application/json", strings.NewReader(string(b)))
+	var answer []frame
+	require.NoError(p.t, json.NewDecoder(resp.Body).Decode(&answer))
+	return resp.StatusCode, answer
+}
+
+type op map[string]any
+
+func subscribe(room, cursor string) op {
+	return op{"op": "subscribe", "topic": topicOf(room), "cursor": cursor}
+}
+
+// say posts a message through the hub, and returns "published" or the
+// code of the hub's refusal.
+func (p *person) say(room, text string) string {
+	p.t.Helper()
+	status, frames := p.longPoll(op{"op": "publish", "topic": topicOf(room), "data": text, "id": 1})
+	require.Equal(p.t, http.StatusOK, status)
+	require.Len(p.t, frames, 1)
+	if frames[0].Type == "published" {
+		return "published"
+	}
+	return frames[0].Code
+}
+
+// answer is what a long-poll of one room brought: its events, whether they
+// follow the cursor without a gap, and the cursor to poll with next.
+type answer struct {
+	Events   []event
+	Complete bool
+	Next     string
+}
+
+// poll long-polls the room's topic from cursor ("0": from the start).
+func (p *person) poll(room, cursor string) answer {
+	p.t.Helper()
+	status, frames := p.longPoll(subscribe(room, cursor))
+	require.Equal(p.t, http.StatusOK, status)
+	return answerOf(p.t, frames, cursor)
+}
+
+func answerOf(t *testing.T, frames []frame, cursor string) answer {
+	t.Helper()
+	a := answer{Events: []event{}, Complete: true, Next: cursor}
+	for _, f := range frames {
+		switch f.Type {
+		case "missed":
+			a.Complete = false
+		case "message":
+			var ev event
+			require.NoError(t, json.Unmarshal([]byte(f.Data), &ev), f.Data)
+			a.Events = append(a.Events, ev)
+		case "subscribed":
+		default:
+			t.Fatalf("a poll answered %+v", f)
+		}
+		a.Next = f.Cursor
+	}
+	return a
 }
 
 func texts(evs []event) []string {
@@ -185,17 +269,20 @@ func TestJoinPostPoll(t *testing.T) {
 	alice, bob := c.person(), c.person()
 	j := alice.join("lobby", "alice")
 	assert.Equal(t, "alice", j.Nick)
+	assert.Equal(t, "room:lobby", j.Topic)
 	assert.NotEmpty(t, j.Cursor)
 	assert.Equal(t, []string{"alice"}, j.Members)
 	assert.Equal(t, []string{"join:alice:"}, texts(j.History))
+	assert.Equal(t, time.Minute.Milliseconds(), j.RenewMs)
 
 	polled := make(chan answer)
 	go func() { polled <- bob.poll("lobby", j.Cursor) }()
 	require.Eventually(t, func() bool { return c.s.mgr.Count("room:lobby") == 1 }, 10*time.Second, time.Millisecond)
-	assert.Equal(t, http.StatusNoContent, alice.say("lobby", "<script>alert(1)</script>"))
+	assert.Equal(t, "published", alice.say("lobby", "<script>alert(1)</script>"))
 	a := <-polled
 	assert.True(t, a.Complete)
 	assert.Equal(t, []string{"message:alice:<script>alert(1)</script>"}, texts(a.Events))
+	assert.False(t, a.Events[0].Time.IsZero(), "an event carries its time")
 
 	// A client that polls again with its cursor misses nothing, even what
 	// was posted while it was away.
@@ -213,90 +300,102 @@ func TestJoinPostPoll(t *testing.T) {
 	assert.Len(t, c.person().join("big", "carol").History, historyOnJoin)
 }
 
+// -timeout is how long the hub's long-polls wait.
 func TestLongPollTimeout(t *testing.T) {
 	c := newChat(t, pollTimeout(50*time.Millisecond))
-	a := c.person().poll("quiet", "")
+	p := c.person()
+	now := p.poll("quiet", "") // from now: answered at once, with where now is
+	a := p.poll("quiet", now.Next)
 	assert.Empty(t, a.Events)
 	assert.True(t, a.Complete)
+	assert.Equal(t, now.Next, a.Next)
 }
 
-// sseReader reads an event stream one event (or comment block) at a time.
+// sseReader reads the hub's event stream one event at a time.
 type sseReader struct {
 	t     *testing.T
 	lines *bufio.Scanner
 }
 
-// next returns the next event's fields: id, event and data.
-func (r sseReader) next() map[string]string {
+// next returns the next event that is not a ping: its id, its type and
+// its frame.
+func (r sseReader) next() (id, typ string, f frame) {
 	r.t.Helper()
-	ev := map[string]string{}
 	for r.lines.Scan() {
 		line := r.lines.Text()
-		if line == "" {
-			if ev["event"] != "" {
-				return ev
-			}
-			continue // a comment block
-		}
-		if k, v, ok := strings.Cut(line, ": "); ok && !strings.HasPrefix(line, ":") {
-			ev[k] = v
+		switch {
+		case line == "" && typ != "" && typ != "ping":
+			return id, typ, f
+		case line == "":
+			id, typ = "", ""
+		case strings.HasPrefix(line, "id: "):
+			id = line[len("id: "):]
+		case strings.HasPrefix(line, "event: "):
+			typ = line[len("event: "):]
+		case strings.HasPrefix(line, "data: "):
+			require.NoError(r.t, json.Unmarshal([]byte(line[len("data: "):]), &f))
 		}
 	}
 	r.t.Fatal("stream ended")
-	return nil
+	return
 }
 
+// nextEvent returns the next chat event of the stream, and its id.
+func (r sseReader) nextEvent() (id string, ev event) {
+	r.t.Helper()
+	id, typ, f := r.next()
+	require.Equal(r.t, "message", typ, "%+v", f)
+	require.NoError(r.t, json.Unmarshal([]byte(f.Data), &ev))
+	return id, ev
+}
+
+// stream opens the hub's event stream of the room from cursor.
 func (p *person) stream(room, cursor string, header ...string) sseReader {
 	p.t.Helper()
-	resp := p.get("/rooms/"+room+"/subscribe?transport=sse&since="+url.QueryEscape(cursor), header...)
+	q := url.Values{"topic": {topicOf(room)}, "cursors": {cursor}, "v": {"1"}}
+	resp := p.get("/hub/?"+q.Encode(), append([]string{"Accept", "text/event-stream"}, header...)...)
 	require.Equal(p.t, http.StatusOK, resp.StatusCode)
 	require.Equal(p.t, "text/event-stream", resp.Header.Get("Content-Type"))
 	return sseReader{p.t, bufio.NewScanner(resp.Body)}
 }
 
-// The event stream: repeated suspend cycles on one response, each event's
-// id its cursor; a reconnect with Last-Event-ID resumes after it, and one
-// with a cursor of another epoch gets a "missed" event first.
+// The hub's event stream of a room: each event's id is its cursor; a
+// reconnection with Last-Event-ID resumes after it, and one with a cursor
+// of another epoch gets "missed" first.
 func TestEventStream(t *testing.T) {
 	c := newChat(t)
 	alice := c.person()
 	alice.join("lobby", "alice")
 	alice.say("lobby", "before")
 
-	r := alice.stream("lobby", "")
-	join := r.next()
-	assert.Equal(t, "join", join["event"])
-	assert.JSONEq(t, `"alice"`, mustField(t, join["data"], "nick"))
-	before := r.next()
-	assert.Equal(t, "message", before["event"])
-	assert.Contains(t, before["data"], `"text":"before"`)
+	r := alice.stream("lobby", "0")
+	_, typ, _ := r.next()
+	assert.Equal(t, "subscribed", typ)
+	_, join := r.nextEvent()
+	assert.Equal(t, event{Type: "join", Nick: "alice", Time: join.Time}, join)
+	_, before := r.nextEvent()
+	assert.Equal(t, "before", before.Text)
 	alice.say("lobby", "live")
-	live := r.next()
-	assert.Contains(t, live["data"], `"text":"live"`)
-	assert.NotEqual(t, before["id"], live["id"])
+	liveID, live := r.nextEvent()
+	assert.Equal(t, "live", live.Text)
 
 	alice.say("lobby", "while away")
-	r = alice.stream("lobby", "", "Last-Event-ID", live["id"])
-	assert.Contains(t, r.next()["data"], "while away")
+	r = alice.stream("lobby", "", "Last-Event-ID", liveID)
+	r.next() // subscribed
+	_, away := r.nextEvent()
+	assert.Equal(t, "while away", away.Text)
 
-	// A cursor from before a restart: a "missed" event carrying where to go
-	// on from, then what the room has.
+	// A cursor from before a restart: "missed", then what the room has.
 	r = alice.stream("lobby", "", "Last-Event-ID", "zzz-2")
-	missed := r.next()
-	assert.Equal(t, "missed", missed["event"])
-	assert.Equal(t, "join", r.next()["event"])
-	assert.Contains(t, r.next()["data"], `"text":"before"`)
-}
-
-func mustField(t *testing.T, data, field string) string {
-	t.Helper()
-	var m map[string]json.RawMessage
-	require.NoError(t, json.Unmarshal([]byte(data), &m))
-	return string(m[field])
+	r.next() // subscribed
+	_, typ, _ = r.next()
+	assert.Equal(t, "missed", typ)
+	_, ev := r.nextEvent()
+	assert.Equal(t, "join", ev.Type)
 }
 
 func TestBadInput(t *testing.T) {
-	c := newChat(t)
+	c := newChat(t, func(c *config) { c.postRate = 1000 }) // refusals for what is sent, not how often
 	al := c.person()
 	al.join("a", "al")
 	long := strings.Repeat("x", maxMessage+1)
@@ -313,23 +412,14 @@ func TestBadInput(t *testing.T) {
 		{"Cyrillic а in alice", func() *http.Response { return al.post("/rooms/a/join", url.Values{"nick": {"аlice"}}) }, 400, "bad nickname"},
 		{"zero-width space in a nick", func() *http.Response { return al.post("/rooms/a/join", url.Values{"nick": {"ali\u200bce"}}) }, 400, "bad nickname"},
 		{"combining accent in a nick", func() *http.Response { return al.post("/rooms/a/join", url.Values{"nick": {"alice\u0301"}}) }, 400, "bad nickname"},
-		{"empty message", func() *http.Response { return al.post("/rooms/a/messages", url.Values{"text": {"  "}}) }, 400, "empty message"},
-		{"oversized message", func() *http.Response { return al.post("/rooms/a/messages", url.Values{"text": {long}}) }, 400, "message too long"},
-		{"invalid UTF-8", func() *http.Response { return al.post("/rooms/a/messages", url.Values{"text": {"\xff"}}) }, 400, "message is not valid UTF-8"},
-		{"10 MB body", func() *http.Response {
-			return al.post("/rooms/a/messages", url.Values{"text": {strings.Repeat("x", 10<<20)}})
+		{"10 MB join", func() *http.Response {
+			return al.post("/rooms/a/join", url.Values{"nick": {strings.Repeat("x", 10<<20)}})
 		}, 413, "request too large"},
-		{"cursor beyond uint64", func() *http.Response { return al.get("/rooms/a/subscribe?since=18446744073709551616") }, 400, "bad cursor"},
-		{"bad cursor", func() *http.Response { return al.get("/rooms/a/subscribe?since=abc") }, 400, "bad cursor"},
-		{"negative cursor", func() *http.Response { return al.get("/rooms/a/subscribe?since=-1") }, 400, "bad cursor"},
-		{"bad Last-Event-ID", func() *http.Response {
-			return al.get("/rooms/a/subscribe?transport=sse", "Last-Event-ID", "x")
-		}, 400, "bad cursor"},
-		{"unknown transport", func() *http.Response { return al.get("/rooms/a/subscribe?transport=ws") }, 400, "unknown transport"},
+		{"10 MB to the hub", func() *http.Response {
+			return al.send(http.MethodPost, "/hub/", "application/json", strings.NewReader(strings.Repeat(" ", 10<<20)))
+		}, 413, `[{"type":"error","code":"too_large"`},
 		{"method not allowed", func() *http.Response { return al.get("/rooms/a/join") }, 405, ""},
-		{"post without a session", func() *http.Response {
-			return c.person().post("/rooms/a/messages", url.Values{"text": {"hi"}})
-		}, 401, "session expired or invalid"},
+		{"here without a session", func() *http.Response { return c.person().post("/rooms/a/here", nil) }, 401, "session expired or invalid"},
 		{"leave without a session", func() *http.Response { return c.person().post("/rooms/a/leave", nil) }, 401, "session expired or invalid"},
 		{"public metrics", func() *http.Response { return al.get("/metrics") }, 404, ""},
 	}
@@ -340,29 +430,110 @@ func TestBadInput(t *testing.T) {
 			assert.True(t, strings.HasPrefix(body(t, resp), tt.reason))
 		})
 	}
+
+	// What a page publishes is a message's text, which the chat checks;
+	// each refusal says why.
+	publish := func(data string, encoding ...string) frame {
+		f := op{"op": "publish", "topic": "room:a", "data": data, "id": 1}
+		if len(encoding) > 0 {
+			f["encoding"] = encoding[0]
+		}
+		status, frames := al.longPoll(f)
+		require.Equal(t, http.StatusOK, status)
+		require.Len(t, frames, 1)
+		return frames[0]
+	}
+	for data, reason := range map[string]string{
+		"  ": "empty message",
+		long: "message too long: at most 1000 characters",
+		"\a": "message has control characters",
+	} {
+		assert.Equal(t, frame{Type: "error", Topic: "room:a", Code: "rejected", Message: reason}, publish(data))
+	}
+	assert.Equal(t, "message is not valid UTF-8", publish("/w==", "base64").Message, "\xff, in base64")
+	for _, topic := range []string{"lobby", "room:Bad!", "room:"} {
+		_, frames := al.longPoll(op{"op": "publish", "topic": topic, "data": "hi"})
+		assert.Equal(t, "forbidden", frames[0].Code, "a publish on %q", topic)
+		_, frames = al.longPoll(subscribe("x", ""), op{"op": "subscribe", "topic": topic})
+		assert.Equal(t, []string{"subscribed", "error"}, []string{frames[0].Type, frames[1].Type}, "a subscription to %q", topic)
+		assert.Equal(t, "forbidden", frames[1].Code)
+	}
+	_, frames := c.person().longPoll(op{"op": "publish", "topic": "room:a", "data": "hi"})
+	assert.Equal(t, "forbidden", frames[0].Code, "a publish without a session")
+	_, frames = al.longPoll(subscribe("a", "abc"))
+	assert.Equal(t, "bad_request", frames[0].Code, "a cursor the hub did not make")
 }
 
-// Shutdown answers every waiting client: polls with no events, streams
-// end.
+// The hub's Drain, which the server's shutdown runs, answers every waiting
+// client: long-polls answer, streams end, WebSockets close with 1001.
 func TestShutdownAnswersWaitingClients(t *testing.T) {
 	c := newChat(t, pollTimeout(time.Hour))
 	p := c.person()
+	now := p.poll("lobby", "")
 	poll := make(chan answer)
-	go func() { poll <- p.poll("lobby", "") }()
-	stream := p.get("/rooms/lobby/subscribe?transport=sse")
-	require.Eventually(t, func() bool { return c.s.mgr.Count("room:lobby") == 2 }, 10*time.Second, time.Millisecond)
-	require.NoError(t, c.s.mw.Shutdown(t.Context()))
+	go func() { poll <- p.poll("lobby", now.Next) }()
+	stream := p.stream("lobby", "")
+	ws := c.dial(t)
+	require.NoError(t, ws.Write(t.Context(), websocket.MessageText, []byte(`{"op":"subscribe","topic":"room:lobby"}`)))
+	require.Eventually(t, func() bool { return c.s.mgr.Count("room:lobby") == 3 }, 10*time.Second, time.Millisecond)
+
+	require.NoError(t, c.s.hub.Shutdown(t.Context()))
 	assert.Empty(t, (<-poll).Events)
-	_, err := io.ReadAll(stream.Body) // ends, rather than hangs
-	assert.NoError(t, err)
+	for stream.lines.Scan() { // ends, rather than hangs
+	}
+	assert.NoError(t, stream.lines.Err())
+	for {
+		if _, _, err := ws.Read(t.Context()); err != nil {
+			assert.Equal(t, websocket.StatusCode(hub.CloseGoingAway), websocket.CloseStatus(err))
+			break
+		}
+	}
+}
+
+// dial opens a WebSocket to the chat's hub.
+func (c *chat) dial(t *testing.T) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(c.ts.URL, "http")+"/hub/",
+		&websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}})
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.CloseNow() })
+	return conn
 }
 
 func TestPageAndOps(t *testing.T) {
 	c := newChat(t)
-	assert.NoError(t, middleware.Check(c.s.handler.(chi.Routes)), "the chat's middleware order")
 	p := c.person()
 	page := p.get("/")
 	assert.Equal(t, http.StatusOK, page.StatusCode)
-	assert.Contains(t, body(t, page), `<script src="/app.js">`)
+	assert.Contains(t, body(t, page), `<script type="module" src="/app.js">`)
 	assert.Equal(t, "ok\n", body(t, p.get("/healthz")))
+	for path, contentType := range map[string]string{
+		"/favicon.ico":     "image/",
+		"/app.js":          "javascript",
+		"/hub/client.js":   "javascript",
+		"/style.css":       "text/css",
+		"/rooms/a/members": "application/json",
+	} {
+		resp := p.get(path)
+		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+		assert.Contains(t, resp.Header.Get("Content-Type"), contentType, path)
+	}
+	assert.Contains(t, body(t, p.get("/app.js")), `from "/hub/client.js"`, "the page uses the hub's client")
+}
+
+// A setting that cannot be meant stops the command, naming its flag.
+func TestSettingsChecked(t *testing.T) {
+	for flag, set := range map[string]func(*config){
+		"-timeout":            pollTimeout(0),
+		"-presence":           presence(-time.Second),
+		"-max-conns-per-addr": func(c *config) { c.maxConnsPerAddr = 0 },
+		"-max-rooms":          func(c *config) { c.maxRooms = clientmgr.DefaultMaxTopics },
+		"-history":            func(c *config) { c.history = 0 },
+		"-post-rate":          func(c *config) { c.postRate = 0 },
+	} {
+		assert.ErrorContains(t, testConfig(set).check(), flag)
+	}
+	assert.NoError(t, defaults().check())
 }

@@ -1,46 +1,62 @@
-"use strict";
-// The chat page: join a room, then receive its events by long-poll or by
-// an event stream, from the cursor of the last event seen, after any
-// break. When the server says some events may be missing (it restarted,
-// or we were away longer than the room keeps), the page says so and
-// carries on from where the server stands. Who we are is the session
-// cookie join sets; when the server no longer knows it, the page joins
-// again. Everything shown is set with textContent, never parsed as HTML.
+// The chat page: join a room (with the form, or by itself after a reload),
+// then follow the room's topic on the hub with the hub's own client, which
+// picks the transport, resumes from its cursor after any break, says when
+// messages may have been missed, and shares one connection among the
+// browser's tabs. Posting is a publish on the topic. Who we are is the
+// session cookie join sets; while the page shows the room it says, every
+// renew_ms, that we are still here. When the server no longer counts us
+// present (a restart, a long sleep), the page joins again. Everything
+// shown is set with textContent, never parsed as HTML.
+import { Hub } from "/hub/client.js";
 
 const $ = (id) => document.getElementById(id);
-const POLL_TIMEOUT_MS = 25000; // proxies commonly cut requests at 30 s
 
-// session: {room, nick, transport, cursor, members, stream, controller, stopped}
+// ?transport=websocket, sse or longpoll forces one (for tests); without it
+// the client picks the best that works.
+const forced = new URLSearchParams(location.search).get("transport");
+
+// The nick this browser joined with last (one browser is one person), and
+// the room this tab shows, so that a reload joins it again as the same
+// nick, which the room does not even see.
+const stored = { nick: "chat.nick", room: "chat.room" };
+
+let hub = null; // the connection to the hub, made on the first join
+// session: {room, nick, topic, sub, renewal, rejoining, stopped, and the
+// member list: members, and the joins and leaves applied to it, changes,
+// the last of changed in all}
 let session = null;
 
 // One browser is one session, with one nick: joining in another tab or
-// window of this browser changes it. Tabs tell each other, and a tab whose
-// nick is no longer the session's ends, saying why.
+// window of this browser changes it, and leaving in one leaves in all.
+// Tabs tell each other, and a tab whose nick or room is gone ends, saying
+// why.
 const tabs = new BroadcastChannel("chat-session");
-tabs.onmessage = (e) => {
-  if (session && e.data.nick !== session.nick) {
-    end(session, `you joined as ${e.data.nick} in another tab or window: in this browser you are ${e.data.nick} now`);
+tabs.onmessage = ({ data }) => {
+  if (!session) return;
+  if (data.nick !== session.nick) {
+    end(session, `you joined as ${data.nick} in another tab or window: in this browser you are ${data.nick} now`);
+  } else if (data.left === session.room) {
+    end(session, `you left #${data.left} in another tab or window`);
   }
 };
 
-function setState(state) {
-  $("state").dataset.state = state;
-  $("state").textContent = state;
+function connection() {
+  if (!hub) {
+    hub = new Hub("/hub/", forced ? { transports: [forced] } : {});
+    hub.addEventListener("state", (e) => showState(e.detail));
+    showState({ state: hub.state, transport: hub.transport });
+  }
+  return hub;
 }
 
-function showError(text) {
-  $("chat-error").textContent = text;
+function showState({ state, transport }) {
+  const badge = $("state");
+  badge.hidden = false;
+  badge.dataset.state = state;
+  badge.dataset.transport = transport ?? "";
+  badge.textContent = state;
+  badge.title = transport ? `${state}, by ${transport}` : state;
 }
-
-// backoff is the pause before retry number attempt, with jitter, so that a
-// restarted server is not hit by everyone at once; at least what the
-// server asked for with Retry-After.
-function backoff(attempt, retryAfterSeconds = 0) {
-  const base = Math.min(30000, 500 * 2 ** attempt);
-  return Math.max(base / 2 + Math.random() * base, retryAfterSeconds * 1000);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function form(fields) {
   const body = new URLSearchParams();
@@ -48,12 +64,11 @@ function form(fields) {
   return body;
 }
 
-// failure turns an error answer into an Error with the server's reason,
-// its status and its Retry-After.
+// failure turns an error answer into an Error with the server's reason
+// and its status.
 async function failure(resp) {
   const err = new Error((await resp.text()).trim() || resp.statusText);
   err.status = resp.status;
-  err.retryAfter = Number(resp.headers.get("Retry-After")) || 0;
   return err;
 }
 
@@ -64,8 +79,19 @@ function append(li) {
   if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
+// timeOf shows when an event happened, in the reader's time zone.
+function timeOf(iso) {
+  const t = document.createElement("time");
+  const d = new Date(iso);
+  t.dateTime = d.toISOString();
+  t.textContent = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  t.title = d.toLocaleString();
+  return t;
+}
+
 function show(ev) {
   const li = document.createElement("li");
+  li.append(timeOf(ev.time));
   if (ev.type === "message") {
     const nick = document.createElement("span");
     nick.className = "nick";
@@ -75,30 +101,56 @@ function show(ev) {
     li.append(nick, text);
   } else {
     li.className = "notice";
-    li.textContent = ev.nick + (ev.type === "join" ? " joined" : " left");
+    li.append(ev.nick + (ev.type === "join" ? " joined" : " left"));
   }
   append(li);
 }
 
-// deliver shows events as they come, and applies the joins and leaves to
-// the member list: no need to ask the server for it again.
-function deliver(s, events) {
-  for (const ev of events) {
-    show(ev);
-    if (ev.type === "join") s.members.add(ev.nick);
-    if (ev.type === "leave") s.members.delete(ev.nick);
+// deliver shows an event of the room as it comes, and applies a join or a
+// leave to the member list: no need to ask the server for it again.
+function deliver(s, frame) {
+  let ev;
+  try {
+    ev = JSON.parse(frame.data);
+  } catch {
+    return; // not one of the chat's events
   }
-  if (events.some((ev) => ev.type !== "message")) showMembers(s);
+  show(ev);
+  if (ev.type === "message") return;
+  change(s.members, ev);
+  s.changes.push(ev);
+  s.changed++;
+  if (s.changes.length > 1000) s.changes.shift();
+  showMembers(s);
 }
 
-// missed marks where events may be missing, and takes the member list
-// afresh, since joins and leaves may be among them.
+function change(members, ev) {
+  if (ev.type === "join") members.add(ev.nick);
+  if (ev.type === "leave") members.delete(ev.nick);
+}
+
+// takeMembers takes a member list from the server, asked for when
+// s.changed was mark: the joins and leaves that came since then are
+// applied to it again, as it may be older than they are.
+function takeMembers(s, members, mark) {
+  s.members = new Set(members);
+  const since = s.changed - mark;
+  if (since <= s.changes.length) {
+    for (const ev of s.changes.slice(s.changes.length - since)) change(s.members, ev);
+  }
+  showMembers(s);
+}
+
+// missed marks where events may be missing, takes the member list afresh,
+// since joins and leaves may be among them, and says we are here at once:
+// a restart may have forgotten us.
 function missed(s) {
   const li = document.createElement("li");
   li.className = "notice missed";
   li.textContent = "you may have missed messages";
   append(li);
   refreshMembers(s);
+  renew(s);
 }
 
 function showMembers(s) {
@@ -110,184 +162,187 @@ function showMembers(s) {
 }
 
 async function refreshMembers(s) {
+  const mark = s.changed;
   try {
     const resp = await fetch(`/rooms/${s.room}/members`);
-    if (resp.ok && !s.stopped) {
-      s.members = new Set(await resp.json());
-      showMembers(s);
-    }
-  } catch (_) { /* the next join or leave updates it */ }
-}
-
-// rejoin joins the room again with our nick, for a server that no longer
-// knows our session; our cursor stays, so nothing is skipped. A nick
-// someone else has taken meanwhile ends the session.
-async function rejoin(s) {
-  const resp = await fetch(`/rooms/${s.room}/join`, { method: "POST", body: form({ nick: s.nick }) });
-  if (resp.status === 409) {
-    end(s, (await failure(resp)).message);
-    return;
+    if (resp.ok && !s.stopped) takeMembers(s, await resp.json(), mark);
+  } catch {
+    // the next join or leave updates it
   }
-  if (!resp.ok) throw await failure(resp);
-  const joined = await resp.json();
-  s.members = new Set(joined.members);
-  showMembers(s);
 }
 
-function subscribeURL(s, transport) {
-  const q = new URLSearchParams({ transport, since: s.cursor });
-  return `/rooms/${s.room}/subscribe?${q}`;
+// renew tells the server we are still here; if it no longer counts us
+// present, or no longer knows our session, we join again.
+async function renew(s) {
+  let resp;
+  try {
+    resp = await fetch(`/rooms/${s.room}/here`, { method: "POST" });
+  } catch {
+    return; // unreachable: the connection's state says so, and the next renewal tries again
+  }
+  if (!s.stopped && (resp.status === 401 || resp.status === 410)) await rejoin(s).catch((err) => showError(err.message));
 }
 
-async function longPoll(s) {
-  let attempt = 0, rejoined = false;
-  while (!s.stopped) {
-    s.controller = new AbortController();
-    const timer = setTimeout(() => s.controller.abort(), POLL_TIMEOUT_MS);
+// rejoin joins the room again with our nick, once however many ask at
+// the same time; the subscription goes on from its cursor, so nothing is
+// skipped. The hub read our session when it connected: it connects again.
+// A nick someone else has taken meanwhile ends the session.
+function rejoin(s) {
+  s.rejoining ??= (async () => {
+    const mark = s.changed;
     try {
-      const resp = await fetch(subscribeURL(s, "longpoll"), { signal: s.controller.signal });
-      if (resp.status === 401 && !rejoined) { // once: a session refused again is an error
-        await rejoin(s);
-        rejoined = true;
-        continue;
+      const resp = await fetch(`/rooms/${s.room}/join`, { method: "POST", body: form({ nick: s.nick }) });
+      if (s.stopped) return;
+      if (resp.status === 409) {
+        end(s, (await failure(resp)).message);
+        return;
       }
       if (!resp.ok) throw await failure(resp);
-      rejoined = false;
-      const answer = await resp.json();
-      if (s.stopped) return;
-      if (!answer.complete) missed(s);
-      deliver(s, answer.events);
-      s.cursor = answer.next;
-      setState("connected");
+      takeMembers(s, (await resp.json()).members, mark);
       showError("");
-      attempt = 0;
-    } catch (err) {
-      if (s.stopped) return;
-      if (err.name !== "AbortError") {
-        setState("reconnecting");
-        showError(err.message);
-        await sleep(backoff(attempt++, err.retryAfter));
-      }
+      hub.reconnect();
     } finally {
-      clearTimeout(timer);
+      s.rejoining = null;
     }
-  }
+  })();
+  return s.rejoining;
 }
 
-function eventStream(s, attempt = 0) {
-  if (s.stopped) return;
-  const es = new EventSource(subscribeURL(s, "sse"));
-  s.stream = es;
-  const onEvent = (e) => {
-    s.cursor = e.lastEventId;
-    deliver(s, [JSON.parse(e.data)]);
-  };
-  for (const type of ["message", "join", "leave"]) es.addEventListener(type, onEvent);
-  es.addEventListener("missed", (e) => {
-    s.cursor = e.data; // where the server stands; events that follow carry their own
-    missed(s);
-  });
-  es.onopen = () => {
-    setState("connected");
-    showError("");
-    attempt = 0;
-  };
-  es.onerror = () => {
-    if (s.stopped) return;
-    setState("reconnecting");
-    if (es.readyState !== EventSource.CLOSED) return; // the browser reconnects by itself
-    // The server answered with an error (it forgot our session, cannot
-    // hold the room now, or is overloaded).
-    retryStream(s, attempt);
-  };
+function showError(text) {
+  $("chat-error").textContent = text;
 }
 
-// retryStream waits, joins again (which says what is wrong, if anything
-// still is) and reconnects from our cursor.
-function retryStream(s, attempt, retryAfter = 0) {
-  setTimeout(async () => {
-    if (s.stopped) return;
-    try {
-      await rejoin(s);
-      eventStream(s, attempt + 1);
-    } catch (err) {
-      if (s.stopped) return;
-      showError(err.message);
-      retryStream(s, attempt + 1, err.retryAfter);
-    }
-  }, backoff(attempt, retryAfter));
-}
-
-async function join(e) {
-  e.preventDefault();
-  const f = e.target.elements;
+async function join(room, nick) {
   $("join-error").textContent = "";
-  const room = f.room.value.trim(), nick = f.nick.value.trim();
   let resp;
   try {
     resp = await fetch(`/rooms/${encodeURIComponent(room)}/join`, { method: "POST", body: form({ nick }) });
-  } catch (err) {
+  } catch {
     $("join-error").textContent = "cannot reach the server";
     return;
   }
   if (!resp.ok) {
+    sessionStorage.removeItem(stored.room);
     $("join-error").textContent = (await failure(resp)).message;
     return;
   }
   const joined = await resp.json();
+  const before = localStorage.getItem(stored.nick);
+  localStorage.setItem(stored.nick, joined.nick);
   tabs.postMessage({ nick: joined.nick });
-  session = {
-    room, nick: joined.nick, transport: f.transport.value, cursor: joined.cursor,
-    members: new Set(joined.members), stopped: false,
+  connection();
+  // The connection may be older than this session (another tab's, with
+  // the nick we had): the hub reads the session when it connects.
+  if (before !== null && before !== joined.nick) hub.reconnect();
+  start(room, joined);
+}
+
+// start shows the room and follows its topic from just after its history.
+function start(room, joined) {
+  if (session) end(session, "");
+  sessionStorage.setItem(stored.room, room);
+  const s = {
+    room, nick: joined.nick, topic: joined.topic, members: new Set(joined.members), changes: [], changed: 0,
+    rejoining: null, stopped: false,
   };
+  session = s;
   $("join").hidden = true;
   $("chat").hidden = false;
   $("room-title").textContent = `#${room} as ${joined.nick}`;
   $("messages").replaceChildren();
   showError("");
+  showSendError(null);
   joined.history.forEach(show);
-  showMembers(session);
-  if (session.transport === "sse") eventStream(session);
-  else longPoll(session);
+  showMembers(s);
+  s.sub = hub.subscribe(s.topic, joined.cursor);
+  s.sub.addEventListener("message", (e) => deliver(s, e.detail));
+  s.sub.addEventListener("missed", () => missed(s));
+  s.sub.addEventListener("error", (e) => showError(e.detail.message));
+  s.renewal = setInterval(() => renew(s), joined.renew_ms);
+}
+
+// publish posts text to the room. A refusal as forbidden means the hub
+// does not count us present (a restart, a long sleep): join again, then
+// post once more.
+async function publish(s, text) {
+  try {
+    return await hub.publish(s.topic, text);
+  } catch (err) {
+    if (err.code !== "forbidden" || s.stopped) throw err;
+    await rejoin(s);
+    return await hub.publish(s.topic, text);
+  }
 }
 
 async function send(e) {
   e.preventDefault();
-  const s = session, input = e.target.elements.text;
-  $("send-error").textContent = "";
-  const post = () => fetch(`/rooms/${s.room}/messages`, { method: "POST", body: form({ text: input.value }) });
+  const s = session;
+  const input = e.target.elements.text;
+  const text = input.value;
+  if (!s || !text.trim()) return;
+  input.value = ""; // at once: what is typed from now on is the next message
   try {
-    let resp = await post();
-    if (resp.status === 401) {
-      await rejoin(s);
-      resp = await post();
-    }
-    if (!resp.ok) throw await failure(resp);
-    input.value = "";
+    await publish(s, text);
+    showSendError(null);
   } catch (err) {
-    $("send-error").textContent = err.status ? err.message : "not sent: the server is unreachable";
+    if (!input.value) input.value = text; // not sent: back in the box, unless something else is there
+    showSendError(err);
   }
 }
 
-// end stops the session's transport and shows the join form, with why.
+let sendErrorTimer;
+
+// showSendError shows why a message was not sent; a rate limit's notice
+// goes when the limit has passed, others when a message is sent.
+function showSendError(err) {
+  clearTimeout(sendErrorTimer);
+  const box = $("send-error");
+  if (!err) {
+    box.textContent = "";
+    return;
+  }
+  if (err.code === "rate_limited" && err.retryMs) {
+    box.textContent = `too fast: wait ${Math.ceil(err.retryMs / 1000)} s`;
+    sendErrorTimer = setTimeout(() => (box.textContent = ""), err.retryMs);
+    return;
+  }
+  box.textContent = err.code === "unavailable" ? "no answer from the server: your message may not have been sent" : err.message;
+}
+
+// end stops following the room and shows the join form, with why.
 function end(s, reason) {
   s.stopped = true;
-  s.controller?.abort();
-  s.stream?.close();
+  clearInterval(s.renewal);
+  s.sub?.unsubscribe();
   if (session === s) session = null;
-  setState("offline");
+  sessionStorage.removeItem(stored.room);
   $("chat").hidden = true;
   $("join").hidden = false;
   $("join-error").textContent = reason;
 }
 
 function leave() {
-  if (!session) return;
-  navigator.sendBeacon(`/rooms/${session.room}/leave`);
-  end(session, "");
+  const s = session;
+  if (!s) return;
+  fetch(`/rooms/${s.room}/leave`, { method: "POST", keepalive: true }).catch(() => {});
+  tabs.postMessage({ nick: s.nick, left: s.room });
+  end(s, "");
 }
 
-$("join").addEventListener("submit", join);
+$("join").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const f = e.target.elements;
+  join(f.room.value.trim(), f.nick.value.trim());
+});
 $("send").addEventListener("submit", send);
 $("leave").addEventListener("click", leave);
-window.addEventListener("pagehide", leave);
+
+// A reload (or a tab restored) comes back to its room as the same nick.
+{
+  const f = $("join").elements;
+  const nick = localStorage.getItem(stored.nick);
+  const room = sessionStorage.getItem(stored.room);
+  if (nick) f.nick.value = nick;
+  if (room) f.room.value = room;
+  if (nick && room) join(room, nick);
+}
