@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,7 +59,10 @@ func New(mgr *clientmgr.Manager, opts ...Option) *Hub {
 		sockets: map[*socket]struct{}{},
 		idle:    make(chan struct{}),
 	}
-	dispatch := http.HandlerFunc(h.dispatch)
+	var dispatch http.Handler = http.HandlerFunc(h.dispatch)
+	for _, mw := range slices.Backward(cfg.middleware) {
+		dispatch = mw(dispatch)
+	}
 	if cfg.dispatcher != nil {
 		h.d, h.served = cfg.dispatcher, cfg.dispatcher.Handler(dispatch)
 	} else {

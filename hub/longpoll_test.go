@@ -13,6 +13,7 @@ import (
 
 	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/hub"
+	"github.com/cometkit/cometkit/middleware"
 )
 
 // A poll without a cursor learns where the topic stands, at once; a poll
@@ -162,4 +163,27 @@ func TestLongPollAuthorizer(t *testing.T) {
 	status, frames = th.longPoll(`[{"op":"publish","topic":"a","data":"x"}]`, "Authorization", "Bearer good")
 	assert.Equal(t, http.StatusOK, status)
 	assert.Equal(t, "published", frames[0].Type)
+}
+
+// WithMiddleware runs inside the hub's Dispatcher: middleware that waits
+// for a request's end sees a long-poll end once, after its wait, with the
+// status it was answered with.
+func TestMiddlewareSeesTheEnd(t *testing.T) {
+	ends := make(chan int, 4)
+	th := newHub(t, nil, hub.WithPollTimeout(time.Minute), hub.WithMiddleware(
+		middleware.Finished(func(r *http.Request, status int, elapsed time.Duration) { ends <- status })))
+	status, frames := th.longPoll(`[{"op":"subscribe","topic":"a"}]`)
+	require.Equal(t, http.StatusOK, status)
+	assert.Equal(t, http.StatusOK, <-ends)
+	answer := make(chan []serverFrame, 1)
+	go func() {
+		_, frames := th.longPoll(`[{"op":"subscribe","topic":"a","cursor":"` + frames[0].Cursor + `"}]`)
+		answer <- frames
+	}()
+	waitFor(t, "the poll to wait", func() bool { return th.mgr.Count("a") == 1 })
+	assert.Empty(t, ends, "not ended while it waits")
+	th.publish("a", "news")
+	require.Len(t, <-answer, 1)
+	assert.Equal(t, http.StatusOK, <-ends)
+	assert.Empty(t, ends, "once")
 }

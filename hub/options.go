@@ -3,6 +3,7 @@ package hub
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -37,6 +38,7 @@ type Option func(*config)
 
 type config struct {
 	dispatcher      *continuation.Dispatcher
+	middleware      []func(http.Handler) http.Handler
 	authorizer      Authorizer
 	publishHook     PublishHook
 	origins         []string // "scheme://host[:port]", lower case
@@ -106,6 +108,21 @@ func WithDispatcher(d *continuation.Dispatcher) Option {
 	return func(c *config) {
 		notNil("WithDispatcher", d == nil)
 		c.dispatcher = d
+	}
+}
+
+// WithMiddleware wraps what the hub runs in each dispatch of a request
+// (every long-poll, event stream and WebSocket handshake), inside its
+// Dispatcher, in the order given: middleware that must see a request's end
+// after all its waits (a log, middleware.RequestMetrics), since one placed
+// in front of the hub sees a waiting request leave as soon as it detaches
+// from net/http.
+func WithMiddleware(mw ...func(http.Handler) http.Handler) Option {
+	return func(c *config) {
+		for _, m := range mw {
+			notNil("WithMiddleware", m == nil)
+		}
+		c.middleware = append(c.middleware, mw...)
 	}
 }
 

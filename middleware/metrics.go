@@ -68,50 +68,64 @@ func RequestMetrics(reg prometheus.Registerer) func(http.Handler) http.Handler {
 		// Long-polls wait up to minutes; the default buckets stop at 10 s.
 		Buckets: prometheus.ExponentialBucketsRange(0.001, 600, 16),
 	}, []string{"route", "method"}))
-	observe := func(r *http.Request, status int, start time.Time) {
+	return Finished(func(r *http.Request, status int, elapsed time.Duration) {
 		route := unmatched
 		if rctx := chi.RouteContext(r.Context()); rctx != nil && rctx.RoutePattern() != "" {
 			route = rctx.RoutePattern()
 		}
 		method := methodLabel(r.Method)
 		requests.WithLabelValues(route, method, codeLabel(status)).Inc()
-		duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
-	}
+		duration.WithLabelValues(route, method).Observe(elapsed.Seconds())
+	})
+}
+
+// Finished returns middleware that calls f once per request, when the
+// request has finished, with the status it was answered with (0 if
+// nothing was written: net/http answers 200) and the time it took. Put it
+// after Continuations: it then sees a request's end across all its
+// dispatches and waits, whichever goroutine answers it (a request that
+// waits detached from net/http is answered on another), and times it from
+// its first dispatch. Before Continuations, or without them, it sees what
+// ServeHTTP does, which for a request that waits detached ends when it
+// detaches. RequestMetrics is built on it; so is a request log.
+func Finished(f func(r *http.Request, status int, elapsed time.Duration)) func(http.Handler) http.Handler {
+	key := new(requestEndKey) // this middleware's own, so that several keep apart
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ww := chimw.NewWrapResponseWriter(w, r.ProtoMajor)
 			if c := continuation.FromRequest(r); c != nil {
-				st := trackRequest(c, observe)
+				st := trackRequest(c, key, f)
 				next.ServeHTTP(ww, r)
 				st.wrote(ww.Status())
 				return
 			}
 			start := time.Now()
 			next.ServeHTTP(ww, r)
-			observe(r, ww.Status(), start)
+			f(r, ww.Status(), time.Since(start))
 		})
 	}
 }
 
-// requestMetric is what RequestMetrics keeps of a request served through
-// a Dispatcher across its dispatches: when the first began, and the status
+// requestEnd is what Finished keeps of a request served through a
+// Dispatcher across its dispatches: when the first began, and the status
 // the response was given.
-type requestMetric struct {
+type requestEnd struct {
 	start  time.Time
 	status atomic.Int64
 }
 
-// requestMetricKey is the Continuation value under which it is kept.
-type requestMetricKey struct{}
+// A requestEndKey, by its address, is the Continuation value under which
+// one Finished keeps its requestEnd.
+type requestEndKey struct{ _ byte }
 
-// trackRequest returns c's requestMetric, made in its first dispatch with
-// a listener that observes the request when it finishes.
-func trackRequest(c *continuation.Continuation, observe func(*http.Request, int, time.Time)) *requestMetric {
-	v, loaded := c.LoadOrStoreValue(requestMetricKey{}, &requestMetric{start: time.Now()})
-	st := v.(*requestMetric)
+// trackRequest returns c's requestEnd under key, made in its first
+// dispatch with a listener that calls f when the request finishes.
+func trackRequest(c *continuation.Continuation, key *requestEndKey, f func(*http.Request, int, time.Duration)) *requestEnd {
+	v, loaded := c.LoadOrStoreValue(key, &requestEnd{start: time.Now()})
+	st := v.(*requestEnd)
 	if !loaded {
 		c.AddListener(continuation.ListenerFuncs{Complete: func(c *continuation.Continuation) {
-			observe(c.Request(), int(st.status.Load()), st.start)
+			f(c.Request(), int(st.status.Load()), time.Since(st.start))
 		}})
 	}
 	return st
@@ -119,7 +133,7 @@ func trackRequest(c *continuation.Continuation, observe func(*http.Request, int,
 
 // wrote records the status a dispatch wrote, the first one written: a
 // response has one.
-func (st *requestMetric) wrote(status int) {
+func (st *requestEnd) wrote(status int) {
 	if status != 0 {
 		st.status.CompareAndSwap(0, int64(status))
 	}

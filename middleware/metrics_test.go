@@ -155,3 +155,24 @@ cometkit_http_requests_total{code="404",method="GET",route="unmatched"} 1
 		assert.Equal(t, 1, streams)
 	})
 }
+
+// Two Finished after Continuations each see every request end once.
+func TestFinishedTwice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var ends [2][]int
+		record := func(i int) func(http.Handler) http.Handler {
+			return middleware.Finished(func(r *http.Request, status int, elapsed time.Duration) {
+				ends[i] = append(ends[i], status)
+			})
+		}
+		r := chi.NewRouter()
+		r.Use(middleware.Continuations(), record(0), record(1))
+		r.Get("/users/{id}", resumedLater)
+		r.Get("/teapot", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })
+		for _, path := range []string{"/users/1", "/teapot"} {
+			r.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, path, nil))
+		}
+		synctest.Wait()
+		assert.Equal(t, [2][]int{{200, 418}, {200, 418}}, ends)
+	})
+}

@@ -155,6 +155,7 @@ func newServer(ctx context.Context, cfg config) (*server, error) {
 		append([]continuation.Option{continuation.WithMetrics(reg), continuation.WithLogger(cfg.logger)}, cfg.dispatch...)...)
 	s.hub = hub.New(mgr,
 		hub.WithDispatcher(s.d),
+		hub.WithMiddleware(s.observed()...),
 		hub.WithAuthorizer(hub.AuthorizerFunc(s.authorize)),
 		hub.WithPublishHook(s.post),
 		hub.WithPublishRate(cfg.postRate, burstOf(cfg.postRate)),
@@ -181,11 +182,11 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(securityHeaders, chimw.RequestID, s.logRequests, chimw.Recoverer, middleware.RequestMetrics(s.registry),
-		http.NewCrossOriginProtection().Handler)
+	r.Use(securityHeaders, chimw.RequestID, chimw.Recoverer, http.NewCrossOriginProtection().Handler)
 	r.Handle("/hub/*", s.hub) // the rooms' topics, and the client, /hub/client.js
 	r.Group(func(r chi.Router) {
 		r.Use(s.d.Handler) // the hub's pool and limits, for the rest too
+		r.Use(s.observed()...)
 		staticFS, _ := fs.Sub(static, "static")
 		r.Handle("/*", http.FileServerFS(staticFS))
 		r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
@@ -344,18 +345,22 @@ func validRoom(next http.Handler) http.Handler {
 	})
 }
 
-// logRequests logs one structured line per request, with its route
+// observed is the middleware that must see each request's end, its waits
+// included: a log line and the request metrics. It runs inside the
+// Dispatcher (after it in the chain, and in the hub's dispatches): a
+// request that waits detached from net/http leaves the middleware in
+// front of the Dispatcher as soon as it detaches.
+func (s *server) observed() []func(http.Handler) http.Handler {
+	return []func(http.Handler) http.Handler{middleware.Finished(s.logRequest), middleware.RequestMetrics(s.registry)}
+}
+
+// logRequest logs one structured line per request, with its route
 // pattern, client, final status and duration (waits included).
-func (s *server) logRequests(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		ww := chimw.NewWrapResponseWriter(w, r.ProtoMajor)
-		next.ServeHTTP(ww, r)
-		route := ""
-		if rctx := chi.RouteContext(r.Context()); rctx != nil {
-			route = rctx.RoutePattern()
-		}
-		s.cfg.logger.Info("request", "method", r.Method, "route", route, "status", ww.Status(),
-			"client", s.cfg.proxies.client(r), "duration", time.Since(start), "id", chimw.GetReqID(r.Context()))
-	})
+func (s *server) logRequest(r *http.Request, status int, elapsed time.Duration) {
+	route := ""
+	if rctx := chi.RouteContext(r.Context()); rctx != nil {
+		route = rctx.RoutePattern()
+	}
+	s.cfg.logger.Info("request", "method", r.Method, "route", route, "status", status,
+		"client", s.cfg.proxies.client(r), "duration", elapsed, "id", chimw.GetReqID(r.Context()))
 }
