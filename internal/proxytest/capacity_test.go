@@ -17,7 +17,9 @@ const waitingClients = 2000
 
 // 2,000 clients, each on its own HTTP/1.1 connection, wait through the
 // proxy at once; a message posted through it then (the post is not
-// refused for want of connections) reaches every one of them.
+// refused for want of connections) reaches every one of them. They come
+// from 40 addresses, 50 from each, within the hub's limit per address,
+// which the proxy's X-Forwarded-For lets it apply to each.
 func TestWaitingClients(t *testing.T) {
 	eachProxy(t, func(t *testing.T, p proxyKind) {
 		s, a, b := startChat(t, p, "-timeout", "30s")
@@ -42,8 +44,8 @@ func TestWaitingClients(t *testing.T) {
 		// real time: 2,000 TLS handshakes at once in one process under the
 		// race detector take longer than the proxy waits for a request.
 		arriving := make(chan struct{}, 64)
-		for range waitingClients {
-			c := s.client("", false)
+		for i := range waitingClients {
+			c := s.client(fmt.Sprintf("127.0.1.%d", 1+i%40), false)
 			arriving <- struct{}{}
 			var arrived sync.Once
 			sent := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
@@ -51,16 +53,15 @@ func TestWaitingClients(t *testing.T) {
 			})
 			wg.Go(func() {
 				defer arrived.Do(func() { <-arriving })
-				since := cursor
-				for {
-					p, err := c.poll(sent, "crowd", since)
+				for since := cursor; ; {
+					frames, next, err := c.poll(sent, "crowd", since)
 					if err != nil {
 						mu.Lock()
 						failures[errorKind(err)]++
 						mu.Unlock()
 						return
 					}
-					if got := messages(p.Events); len(got) > 0 {
+					if got := messages(frames); len(got) > 0 {
 						if got[0] != "hello" {
 							mu.Lock()
 							failures[fmt.Sprintf("got %q", got)]++
@@ -68,12 +69,12 @@ func TestWaitingClients(t *testing.T) {
 						}
 						return
 					}
-					since = p.Next // it timed out: wait again
+					since = next // it timed out: wait again
 				}
 			})
 		}
 		waitSuspended(t, waitingClients, failed, a, b)
-		if err := pub.post("crowd", "hello"); err != nil {
+		if err := pub.publish("crowd", "hello"); err != nil {
 			t.Errorf("post with %d clients waiting: %v", waitingClients, err)
 		}
 		wg.Wait()

@@ -2,6 +2,7 @@ package proxytest_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -167,70 +168,113 @@ func waitSuspended(t *testing.T, want int, gone func() int, nodes ...*node) {
 	t.Errorf("%d requests waiting on the nodes (%d gone), want %d", have, gone(), want)
 }
 
-// A client is one browser's worth of the chat's HTTP API: its own cookie
-// jar (the session), and connections from its own loopback address.
+// A client is one browser's worth of the chat: its own cookie jar (the
+// session), and connections from its own loopback address. It speaks the
+// chat's HTTP API and, for the rooms' topics, the hub's wire format
+// (docs/hub.md).
 type client struct {
 	t    *testing.T
 	base string
 	hc   *http.Client
 }
 
-// join joins room as nick and returns the room's cursor.
+// topicOf is a room's topic on the hub.
+func topicOf(room string) string { return "room:" + room }
+
+// join joins room as nick and returns the room's cursor, or fails the
+// test.
 func (c *client) join(room, nick string) string {
 	c.t.Helper()
-	resp, err := c.hc.PostForm(c.base+"/rooms/"+room+"/join", url.Values{"nick": {nick}})
+	cursor, err := c.tryJoin(room, nick)
 	if err != nil {
 		c.t.Fatalf("join: %v", err)
+	}
+	return cursor
+}
+
+// tryJoin joins room as nick and returns the room's cursor.
+func (c *client) tryJoin(room, nick string) (string, error) {
+	resp, err := c.hc.PostForm(c.base+"/rooms/"+room+"/join", url.Values{"nick": {nick}})
+	if err != nil {
+		return "", err
 	}
 	defer resp.Body.Close()
 	var ans struct{ Cursor string }
-	if err := decode(resp, http.StatusOK, &ans); err != nil {
-		c.t.Fatalf("join: %v", err)
-	}
-	return ans.Cursor
+	err = decode(resp, http.StatusOK, &ans)
+	return ans.Cursor, err
 }
 
-// post sends a message: nil if it was accepted, a *statusError if it was
-// answered otherwise.
-func (c *client) post(room, text string) error {
-	resp, err := c.hc.PostForm(c.base+"/rooms/"+room+"/messages", url.Values{"text": {text}})
+// A frame is one of the hub's server frames, the fields the tests read.
+type frame struct {
+	Type    string `json:"type"`
+	Topic   string `json:"topic"`
+	Cursor  string `json:"cursor"`
+	Data    string `json:"data"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// A hubError is the error frame the hub answered with.
+type hubError frame
+
+func (e *hubError) Error() string { return "hub: " + e.Code + ": " + e.Message }
+
+// send posts client frames to the hub as one long-poll, and returns the
+// frames of its answer, and the first error frame among them as an error.
+func (c *client) send(ctx context.Context, frames ...map[string]any) ([]frame, error) {
+	body, _ := json.Marshal(frames)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/hub/?v=1", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	return check(resp, http.StatusNoContent)
+	var answer []frame
+	if err := decode(resp, http.StatusOK, &answer); err != nil {
+		return nil, err
+	}
+	for _, f := range answer {
+		if f.Type == "error" {
+			return answer, (*hubError)(&f)
+		}
+	}
+	return answer, nil
 }
 
-// A poll is one long-poll's answer.
-type poll struct {
-	Events   []chatEvent
-	Complete bool
-	Next     string
+// publish posts a message in room: nil once the hub has stored it.
+func (c *client) publish(room, text string) error {
+	answer, err := c.send(context.Background(), map[string]any{"op": "publish", "topic": topicOf(room), "data": text, "id": 1})
+	if err == nil && (len(answer) != 1 || answer[0].Type != "published") {
+		err = fmt.Errorf("publish: the hub answered %+v", answer)
+	}
+	return err
 }
 
-// A chatEvent is the chat's event, as both transports carry it.
+// poll long-polls room from cursor, and returns the answer's frames and
+// the cursor to poll from next.
+func (c *client) poll(ctx context.Context, room, cursor string) ([]frame, string, error) {
+	answer, err := c.send(ctx, map[string]any{"op": "subscribe", "topic": topicOf(room), "cursor": cursor})
+	for _, f := range answer {
+		if f.Topic == topicOf(room) && f.Cursor != "" {
+			cursor = f.Cursor
+		}
+	}
+	return answer, cursor, err
+}
+
+// A chatEvent is the chat's event: the data of a room's messages.
 type chatEvent struct {
 	Type, Nick, Text string
 }
 
-// poll long-polls room from cursor since.
-func (c *client) poll(ctx context.Context, room, since string) (poll, error) {
-	var p poll
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet,
-		c.base+"/rooms/"+room+"/subscribe?transport=longpoll&since="+url.QueryEscape(since), nil)
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return p, err
-	}
-	defer resp.Body.Close()
-	return p, decode(resp, http.StatusOK, &p)
-}
-
-// messages returns the texts of the message events among evs.
-func messages(evs []chatEvent) []string {
+// messages returns the texts of the chat's messages (not its joins and
+// leaves) among the hub's frames.
+func messages(frames []frame) []string {
 	var out []string
-	for _, ev := range evs {
-		if ev.Type == "message" {
+	for _, f := range frames {
+		var ev chatEvent
+		if f.Type == "message" && json.Unmarshal([]byte(f.Data), &ev) == nil && ev.Type == "message" {
 			out = append(out, ev.Text)
 		}
 	}
@@ -243,7 +287,7 @@ func errorKind(err error) string {
 	return loopbackAddr.ReplaceAllString(err.Error(), "127.0.0.1")
 }
 
-var loopbackAddr = regexp.MustCompile(`127\.0\.0\.[0-9]+(:[0-9]+)?`)
+var loopbackAddr = regexp.MustCompile(`127\.0\.[0-9]+\.[0-9]+(:[0-9]+)?`)
 
 // A statusError is an answer other than the one wanted.
 type statusError struct {
@@ -258,8 +302,11 @@ func (e *statusError) Error() string {
 }
 
 // refused reports whether err is a refusal the client is told to retry:
-// 503 with Retry-After.
+// 503 with Retry-After, or the hub's "unavailable".
 func refused(err error) bool {
+	if he, ok := errors.AsType[*hubError](err); ok {
+		return he.Code == "unavailable"
+	}
 	se, ok := errors.AsType[*statusError](err)
 	return ok && se.code == http.StatusServiceUnavailable && se.retryAfter != ""
 }
@@ -320,11 +367,10 @@ func readEvents(body io.Reader, events chan<- sseEvent) {
 	}
 }
 
-// openStream opens room's event stream from cursor since, or from
+// openStream opens an event stream of room's topic from cursor, or from
 // lastID as EventSource reconnects, and checks that it started.
-func (c *client) openStream(ctx context.Context, room, since, lastID string) (*http.Response, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet,
-		c.base+"/rooms/"+room+"/subscribe?transport=sse&since="+url.QueryEscape(since), nil)
+func (c *client) openStream(ctx context.Context, room, cursor, lastID string) (*http.Response, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.base+streamPath(room, cursor), nil)
 	req.Header.Set("Accept", "text/event-stream")
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
@@ -338,13 +384,18 @@ func (c *client) openStream(ctx context.Context, room, since, lastID string) (*h
 	return resp, err
 }
 
-// stream opens room's event stream from cursor since and returns its
-// events as they arrive; the stream ends with the test.
-func (c *client) stream(room, since string) <-chan sseEvent {
+// streamPath is the hub's event stream of room's topic from cursor.
+func streamPath(room, cursor string) string {
+	return "/hub/?v=1&topic=" + url.QueryEscape(topicOf(room)) + "&cursors=" + url.QueryEscape(cursor)
+}
+
+// stream opens an event stream of room's topic from cursor and returns
+// its events as they arrive; the stream ends with the test.
+func (c *client) stream(room, cursor string) <-chan sseEvent {
 	c.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.t.Cleanup(cancel)
-	resp, err := c.openStream(ctx, room, since, "")
+	resp, err := c.openStream(ctx, room, cursor, "")
 	if err != nil {
 		c.t.Fatalf("stream: %v", err)
 	}
@@ -354,9 +405,24 @@ func (c *client) stream(room, since string) <-chan sseEvent {
 	return events
 }
 
-// nextMessage returns the next chat message on a stream, skipping other
-// events, or fails the test after a generous wait.
-func nextMessage(t *testing.T, events <-chan sseEvent) (sseEvent, chatEvent) {
+// message returns the chat message an event of a stream carries, if it
+// carries one.
+func (ev sseEvent) message() (string, bool) {
+	var f frame
+	if ev.typ != "message" || json.Unmarshal([]byte(ev.data), &f) != nil {
+		return "", false
+	}
+	texts := messages([]frame{f})
+	if len(texts) == 0 {
+		return "", false
+	}
+	return texts[0], true
+}
+
+// nextMessage returns the text of the next chat message on a stream,
+// skipping other events, and when it was read, or fails the test after a
+// generous wait.
+func nextMessage(t *testing.T, events <-chan sseEvent) (string, time.Time) {
 	t.Helper()
 	timeout := time.After(20 * time.Second)
 	for {
@@ -365,9 +431,8 @@ func nextMessage(t *testing.T, events <-chan sseEvent) (sseEvent, chatEvent) {
 			if !ok {
 				t.Fatal("the stream ended")
 			}
-			var ce chatEvent
-			if ev.typ == "message" && json.Unmarshal([]byte(ev.data), &ce) == nil {
-				return ev, ce
+			if text, ok := ev.message(); ok {
+				return text, ev.at
 			}
 		case <-timeout:
 			t.Fatal("no message on the stream within 20 s")

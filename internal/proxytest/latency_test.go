@@ -41,11 +41,11 @@ func eventDelay(t *testing.T, edits ...string) time.Duration {
 	var delays []time.Duration
 	for range 9 {
 		start := time.Now()
-		if err := direct.post("latency", "ping"); err != nil {
-			t.Fatalf("post: %v", err)
+		if err := direct.publish("latency", "ping"); err != nil {
+			t.Fatalf("publish: %v", err)
 		}
-		ev, _ := nextMessage(t, events)
-		delays = append(delays, ev.at.Sub(start))
+		_, at := nextMessage(t, events)
+		delays = append(delays, at.Sub(start))
 		time.Sleep(250 * time.Millisecond) // the next post is not "more data" of this one
 	}
 	slices.Sort(delays)

@@ -2,49 +2,69 @@ package proxytest_test
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
 )
 
-// A publisher posts numbered messages ("m1", "m2", …) to a room.
+// A publisher publishes numbered messages ("m1", "m2", …) in a room, as
+// a page does: when a restarted node has forgotten its nick, it joins
+// again.
 type publisher struct {
-	c    *client
-	room string
-	sent int
+	c          *client
+	room, nick string
+	sent       []string // accepted, in order
+	rejoined   int
 }
 
-// publish posts the next n messages, each until it is accepted: while
+func newPublisher(s *site, room string) (*publisher, string) {
+	p := &publisher{c: s.client("", true), room: room, nick: "publisher"}
+	return p, p.c.join(room, p.nick)
+}
+
+// try publishes text once; after a refusal of the nick it joins again
+// (and the next try may succeed).
+func (p *publisher) try(text string) error {
+	err := p.c.publish(p.room, text)
+	if err == nil {
+		p.sent = append(p.sent, text)
+	}
+	if forbidden(err) {
+		p.rejoined++
+		p.c.tryJoin(p.room, p.nick)
+	}
+	return err
+}
+
+// forbidden reports whether err is the hub's refusal of a publish: the
+// chat's, for a nick it does not know as present.
+func forbidden(err error) bool {
+	he, ok := errors.AsType[*hubError](err)
+	return ok && he.Code == "forbidden"
+}
+
+// publish publishes the next n messages, each until it is accepted: while
 // every node restarts, the proxy has no answer to give.
 func (p *publisher) publish(t *testing.T, n int) {
 	t.Helper()
 	for range n {
-		p.sent++
-		text := fmt.Sprint("m", p.sent)
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			err := p.c.post(p.room, text)
-			if err == nil {
-				break
-			}
+		text := fmt.Sprint("m", len(p.sent)+1)
+		for deadline := time.Now().Add(20 * time.Second); p.try(text) != nil; time.Sleep(100 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("post %s: %v", text, err)
+				t.Fatalf("publish %s: %v", text, p.try(text))
 			}
 		}
 	}
-}
-
-// want returns the texts the publisher has sent, in order.
-func (p *publisher) want() []string {
-	out := make([]string, p.sent)
-	for i := range out {
-		out[i] = fmt.Sprint("m", i+1)
-	}
-	return out
 }
 
 // A standard EventSource reconnects through the proxy after every node
@@ -82,9 +102,8 @@ func TestEventSourceRecoversFromRestart(t *testing.T) {
 // the EventSource gets every message once, in order, with no "missed".
 func restartUnderEventSource(t *testing.T, p proxyKind) report {
 	s, a, b := startChat(t, p, "-post-rate", "100")
-	pub := &publisher{c: s.client("", true), room: "restart"}
-	cursor := pub.c.join(pub.room, "publisher")
-	reports := openEventSource(t, s, "/rooms/restart/subscribe?transport=sse&since="+cursor)
+	pub, cursor := newPublisher(s, "restart")
+	reports := openEventSource(t, s, streamPath(pub.room, cursor))
 
 	var got []string
 	var missed int
@@ -99,10 +118,8 @@ func restartUnderEventSource(t *testing.T, p proxyKind) report {
 				if !ok {
 					t.Fatalf("eventsource.mjs exited while waiting for %s", what)
 				}
-				if r.Kind == "event" && r.Type == "message" {
-					var ev chatEvent
-					json.Unmarshal([]byte(r.Data), &ev)
-					got = append(got, ev.Text)
+				if text, ok := (sseEvent{typ: r.Type, data: r.Data}).message(); r.Kind == "event" && ok {
+					got = append(got, text)
 				}
 				if r.Kind == "event" && r.Type == "missed" {
 					missed++
@@ -115,7 +132,7 @@ func restartUnderEventSource(t *testing.T, p proxyKind) report {
 			}
 		}
 	}
-	all := func(r report) bool { return len(got) == pub.sent }
+	all := func(r report) bool { return len(got) == len(pub.sent) }
 
 	await("open", func(r report) bool { return r.Kind == "open" })
 	pub.publish(t, 5)
@@ -154,35 +171,42 @@ func restartUnderEventSource(t *testing.T, p proxyKind) report {
 	b.start()
 	pub.publish(t, 10)
 	await("every message", all)
-	if strings.Join(got, " ") != strings.Join(pub.want(), " ") || missed > 0 {
-		t.Errorf("the EventSource got %q and %d missed events; want %q and none", got, missed, pub.want())
+	if !slices.Equal(got, pub.sent) || missed > 0 {
+		t.Errorf("the EventSource got %q and %d missed events; want %q and none", got, missed, pub.sent)
 	}
 	return failed
 }
 
 // A rolling restart of the two nodes, each down for a second while the
 // other is up, and the second within seconds of the first (well inside
-// nginx's fail_timeout), gives no client an error: the page, posts,
-// long-polls and event streams all go on through the node that is up,
-// and every poller gets every message once, in order.
+// nginx's fail_timeout), gives no client an error from the proxy: the
+// page, publishes, long-polls, event streams and WebSockets all go on
+// through the node that is up, and every poller gets every message once,
+// in order.
 func TestRollingRestart(t *testing.T) {
 	eachProxy(t, func(t *testing.T, p proxyKind) {
 		s, a, b := startChat(t, p, "-timeout", "2s", "-post-rate", "100")
-		pub := &publisher{c: s.client("", true), room: "rolling"}
-		cursor := pub.c.join(pub.room, "publisher")
+		pub, cursor := newPublisher(s, "rolling")
 
-		// A request that reaches a node as it begins to drain is refused
-		// with 503 and Retry-After (the chat's own answer, which its page
-		// waits on); anything else is a failure.
+		// A request that reaches a node as it begins to drain may be
+		// refused with 503 and Retry-After, or the hub's "unavailable", for
+		// the client to try again. A POST (a long-poll, a publish) that the
+		// proxy sends on a kept-alive connection just as the draining node
+		// closes it gets the proxy's 502 or a closed connection: the node
+		// never read it, but no proxy may send a POST again, and its client
+		// does. Anything else is a failure.
 		var mu sync.Mutex
 		failures := map[string]int{}
-		refusals := 0
+		refusals, dropped := 0, 0
 		fail := func(what string, err error) {
 			mu.Lock()
 			defer mu.Unlock()
-			if refused(err) && what != "event stream" { // EventSource would give up on it
+			switch {
+			case refused(err) && what != "event stream": // EventSource would give up on a 503
 				refusals++
-			} else {
+			case droppedPost(err) && (what == "long-poll" || what == "publish"):
+				dropped++
+			default:
 				failures[what+": "+errorKind(err)]++
 			}
 		}
@@ -197,7 +221,7 @@ func TestRollingRestart(t *testing.T) {
 			next[i] = cursor
 			wg.Go(func() {
 				for ctx.Err() == nil {
-					p, err := c.poll(ctx, pub.room, next[i])
+					frames, cursor, err := c.poll(ctx, pub.room, next[i])
 					if ctx.Err() != nil {
 						return
 					}
@@ -206,8 +230,8 @@ func TestRollingRestart(t *testing.T) {
 						time.Sleep(100 * time.Millisecond)
 						continue
 					}
-					polled[i] = append(polled[i], messages(p.Events)...)
-					next[i] = p.Next
+					polled[i] = append(polled[i], messages(frames)...)
+					next[i] = cursor
 				}
 			})
 		}
@@ -251,9 +275,8 @@ func TestRollingRestart(t *testing.T) {
 					events := make(chan sseEvent, 64)
 					go readEvents(resp.Body, events)
 					for ev := range events { // until the node drains, and ends it
-						var ce chatEvent
-						if ev.typ == "message" && json.Unmarshal([]byte(ev.data), &ce) == nil {
-							streamed[i] = append(streamed[i], ce.Text)
+						if text, ok := ev.message(); ok {
+							streamed[i] = append(streamed[i], text)
 						}
 						if ev.id != "" {
 							lastID = ev.id
@@ -263,21 +286,36 @@ func TestRollingRestart(t *testing.T) {
 				}
 			})
 		}
-		var accepted []string
-		posted := make(chan struct{})
+		var sockets []string
+		wg.Go(func() {
+			from := cursor
+			for ctx.Err() == nil {
+				err := followOverWebSocket(ctx, s, pub.room, &from, &sockets)
+				if ctx.Err() != nil {
+					return
+				}
+				if err != nil {
+					fail("WebSocket", err)
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		})
+		published := make(chan struct{})
 		go func() {
-			defer close(posted)
+			defer close(published)
 			for i := 1; ctx.Err() == nil; i++ {
 				text := fmt.Sprint("m", i)
-				err := pub.c.post(pub.room, text)
-				for refused(err) && ctx.Err() == nil { // not acted on: again
-					fail("post", err)
-					err = pub.c.post(pub.room, text)
+				err := pub.try(text)
+				for tries := 1; err != nil && tries < 5 && ctx.Err() == nil; tries++ {
+					if refused(err) || droppedPost(err) {
+						fail("publish", err) // counted, and tried again
+					} else if !forbidden(err) { // forbidden: it joined again
+						break
+					}
+					err = pub.try(text) // it was not published: again
 				}
-				if err == nil {
-					accepted = append(accepted, text)
-				} else if ctx.Err() == nil {
-					fail("post", err)
+				if err != nil && ctx.Err() == nil {
+					fail("publish", err)
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
@@ -291,7 +329,7 @@ func TestRollingRestart(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 		stop()
-		<-posted
+		<-published
 		wg.Wait()
 
 		if len(failures) > 0 {
@@ -299,65 +337,151 @@ func TestRollingRestart(t *testing.T) {
 		}
 		// Each poller goes on to the end of the messages.
 		c := s.client("", true)
-		want := strings.Join(accepted, " ")
 		for i := range pollers {
-			for len(polled[i]) < len(accepted) {
-				pl, err := c.poll(context.Background(), pub.room, next[i])
+			for len(polled[i]) < len(pub.sent) {
+				frames, cursor, err := c.poll(context.Background(), pub.room, next[i])
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(pl.Events) == 0 {
+				if len(frames) == 0 {
 					break // the poll timed out: there is no more
 				}
-				polled[i] = append(polled[i], messages(pl.Events)...)
-				next[i] = pl.Next
+				polled[i] = append(polled[i], messages(frames)...)
+				next[i] = cursor
 			}
-			if got := strings.Join(polled[i], " "); got != want {
-				t.Errorf("poller %d got %q; want each accepted post once, in order: %q", i, got, want)
-			}
-		}
-		// The streams were cut off at some point; up to there they have had
-		// every message once, in order.
-		for i := range streams {
-			if got := streamed[i]; len(got) > len(accepted) || !slices.Equal(got, accepted[:len(got)]) {
-				t.Errorf("event stream %d got %q; want each accepted post once, in order: %q", i, got, accepted)
+			if !slices.Equal(polled[i], pub.sent) {
+				t.Errorf("poller %d got %q; want each accepted publish once, in order: %q", i, polled[i], pub.sent)
 			}
 		}
-		t.Logf("%d messages posted through a rolling restart; %d requests refused with 503 and Retry-After", len(accepted), refusals)
+		// The streams and the WebSocket were cut off at some point; up to
+		// there they have had every message once, in order.
+		for i, got := range append(streamed, sockets) {
+			if len(got) > len(pub.sent) || !slices.Equal(got, pub.sent[:len(got)]) {
+				t.Errorf("stream %d got %q; want each accepted publish once, in order: %q", i, got, pub.sent)
+			}
+		}
+		t.Logf("%d messages published through a rolling restart; %d requests refused for a while, %d POSTs dropped, %d times the nick joined again",
+			len(pub.sent), refusals, dropped, pub.rejoined)
 	})
 }
 
-// A node that crashes (SIGKILL) under long-polls waiting on it gives
-// their clients no error: the proxy sends each poll, a GET, to the other
-// node, where it waits on; a message posted then reaches every client.
+// droppedPost reports whether err is what a POST gets from the proxy when
+// its node closed the connection without an answer: the proxy's 502, or
+// the connection closed.
+func droppedPost(err error) bool {
+	if se, ok := errors.AsType[*statusError](err); ok {
+		return se.code == http.StatusBadGateway
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// followOverWebSocket follows room over one WebSocket through the site
+// from *cursor, appending the messages to *got and keeping *cursor, until
+// the connection ends: nil when the server closed it going away (1001, a
+// node draining) or ctx ended.
+func followOverWebSocket(ctx context.Context, s *site, room string, cursor *string, got *[]string) error {
+	ws, resp, err := websocket.Dial(ctx, strings.Replace(s.url, "https://", "wss://", 1)+"/hub/",
+		&websocket.DialOptions{HTTPClient: s.httpClient("", false), Subprotocols: []string{"cometkit-hub.v1"}})
+	if err != nil {
+		if resp != nil {
+			return check(resp, http.StatusSwitchingProtocols)
+		}
+		return err
+	}
+	defer ws.CloseNow()
+	if err := wsjson.Write(ctx, ws, map[string]any{"op": "subscribe", "topic": topicOf(room), "cursor": *cursor}); err != nil {
+		return err
+	}
+	for {
+		var f frame
+		if err := wsjson.Read(ctx, ws, &f); err != nil {
+			if websocket.CloseStatus(err) == websocket.StatusGoingAway || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		*got = append(*got, messages([]frame{f})...)
+		if f.Topic == topicOf(room) && f.Cursor != "" {
+			*cursor = f.Cursor
+		}
+	}
+}
+
+// A node that crashes (SIGKILL) under clients waiting on it loses them
+// nothing: each client's next request goes to the other node, from its
+// cursor, and a message published then reaches every client once. The
+// long-polls waiting on the crashed node fail (with the proxy's 502: a
+// long-poll is a POST, which may carry a publish, and no proxy retries
+// one that reached a node), and poll again, as the hub's client does;
+// the event streams on it end, and reconnect.
 func TestNodeCrash(t *testing.T) {
 	eachProxy(t, func(t *testing.T, p proxyKind) {
 		s, a, b := startChat(t, p)
-		pub := s.client("", true)
-		cursor := pub.join("crash", "publisher")
-		const pollers = 20
-		errs := make(chan error, pollers)
-		for i := range pollers {
-			c := s.client("", i%2 == 0)
+		pub, cursor := newPublisher(s, "crash")
+		const clients = 20 // half long-polls, half event streams
+		got := make(chan []string, clients)
+		var mu sync.Mutex
+		failures := map[string]int{}
+		failed := func(err error) {
+			mu.Lock()
+			failures[errorKind(err)]++
+			mu.Unlock()
+			time.Sleep(50 * time.Millisecond) // then again, as a client backs off
+		}
+		for i := range clients {
+			c := s.client("", i%4 < 2)
+			if i%2 == 0 {
+				go func() {
+					for {
+						frames, _, err := c.poll(context.Background(), pub.room, cursor)
+						if err == nil {
+							got <- messages(frames)
+							return
+						}
+						failed(err)
+					}
+				}()
+				continue
+			}
 			go func() {
-				p, err := c.poll(context.Background(), "crash", cursor)
-				if got := messages(p.Events); err == nil && (len(got) != 1 || got[0] != "after") {
-					err = fmt.Errorf("got %q, want after", got)
+				lastID := ""
+				for {
+					resp, err := c.openStream(context.Background(), pub.room, cursor, lastID)
+					if err != nil {
+						failed(err)
+						continue
+					}
+					events := make(chan sseEvent, 64)
+					go readEvents(resp.Body, events)
+					for ev := range events {
+						if ev.id != "" {
+							lastID = ev.id
+						}
+						if text, ok := ev.message(); ok {
+							resp.Body.Close()
+							got <- []string{text}
+							return
+						}
+					}
+					resp.Body.Close()
 				}
-				errs <- err
 			}()
 		}
-		waitSuspended(t, pollers, func() int { return len(errs) }, a, b)
+		waitSuspended(t, clients, func() int { return len(got) }, a, b)
 		a.proc.cmd.Process.Kill()
 		<-a.proc.done
-		waitSuspended(t, pollers, func() int { return len(errs) }, b)
-		if err := pub.post("crash", "after"); err != nil {
-			t.Fatalf("post after the crash: %v", err)
-		}
-		for range pollers {
-			if err := <-errs; err != nil {
-				t.Errorf("a long-poll through %s when its node crashed: %v", p.name, errorKind(err))
+		waitSuspended(t, clients, func() int { return len(got) }, b)
+		pub.publish(t, 1)
+		for range clients {
+			if texts := <-got; !slices.Equal(texts, pub.sent) {
+				t.Errorf("a client waiting through %s when a node crashed got %q, want %q", p.name, texts, pub.sent)
 			}
 		}
+		for kind := range failures {
+			if !strings.Contains(kind, ": 502 ") && !strings.Contains(kind, "EOF") {
+				t.Errorf("through %s, when a node crashed: %s", p.name, kind)
+			}
+		}
+		t.Logf("clients' requests that failed when the node crashed: %v", failures)
 	})
 }

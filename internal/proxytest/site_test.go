@@ -13,13 +13,16 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
 )
 
 // The whole site works through the proxy, over HTTP/2: the page and its
 // files, joining (with a session cookie marked Secure, because the proxy
-// says the client came over HTTPS), posting, and both transports, while
-// plain HTTP is redirected to HTTPS and a cross-origin post is refused
-// (which needs the proxy to pass the client's Host on, port included).
+// says the client came over HTTPS), and the hub's three transports, a
+// WebSocket, an event stream and a long-poll, which all get a message
+// published; plain HTTP is redirected to HTTPS, and a publish from
+// another origin is refused (which needs the proxy to pass the client's
+// Host on, port included).
 func TestSite(t *testing.T) {
 	eachProxy(t, func(t *testing.T, p proxyKind) {
 		s, a, b := startChat(t, p)
@@ -34,7 +37,7 @@ func TestSite(t *testing.T) {
 			t.Errorf("plain HTTP: %s, Location %q; want 301 to the same path over HTTPS", resp.Status, loc)
 		}
 
-		for _, path := range []string{"/", "/app.js", "/style.css"} {
+		for _, path := range []string{"/", "/app.js", "/style.css", "/hub/client.js"} {
 			resp, err := c.hc.Get(s.url + path)
 			if err != nil {
 				t.Fatal(err)
@@ -59,29 +62,53 @@ func TestSite(t *testing.T) {
 		}
 		cursor := c.join("lobby", "alice")
 
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		ws, _, err := websocket.Dial(ctx, strings.Replace(s.url, "https://", "wss://", 1)+"/hub/",
+			&websocket.DialOptions{HTTPClient: s.httpClient("", false), Subprotocols: []string{"cometkit-hub.v1"}})
+		if err != nil {
+			t.Fatalf("WebSocket through %s: %v", p.name, err)
+		}
+		defer ws.CloseNow()
+		if err := wsjson.Write(ctx, ws, map[string]any{"op": "subscribe", "topic": topicOf("lobby"), "cursor": cursor}); err != nil {
+			t.Fatal(err)
+		}
 		events := c.stream("lobby", cursor)
-		polled := make(chan poll, 1)
+		polled := make(chan []frame, 1)
 		go func() {
-			p, err := c.poll(context.Background(), "lobby", cursor)
+			frames, _, err := c.poll(ctx, "lobby", cursor)
 			if err != nil {
 				t.Errorf("long-poll: %v", err)
 			}
-			polled <- p
+			polled <- frames
 		}()
-		waitSuspended(t, 2, func() int { return len(polled) }, a, b) // both wait for the post
-		if err := c.post("lobby", "hello"); err != nil {
-			t.Fatalf("post: %v", err)
+		waitSuspended(t, 2, func() int { return len(polled) }, a, b) // the stream and the poll
+		if err := c.publish("lobby", "hello"); err != nil {
+			t.Fatalf("publish: %v", err)
 		}
-		if _, ev := nextMessage(t, events); ev.Text != "hello" {
-			t.Errorf("the stream got %+v, want hello", ev)
+		for {
+			var f frame
+			if err := wsjson.Read(ctx, ws, &f); err != nil {
+				t.Fatalf("WebSocket: %v", err)
+			}
+			if got := messages([]frame{f}); len(got) > 0 {
+				if got[0] != "hello" {
+					t.Errorf("the WebSocket got %q, want hello", got)
+				}
+				break
+			}
 		}
-		if got := messages((<-polled).Events); len(got) != 1 || got[0] != "hello" {
+		if text, _ := nextMessage(t, events); text != "hello" {
+			t.Errorf("the event stream got %q, want hello", text)
+		}
+		if got := messages(<-polled); len(got) != 1 || got[0] != "hello" {
 			t.Errorf("the long-poll got %q, want hello", got)
 		}
 
-		for origin, want := range map[string]int{s.url: http.StatusNoContent, "https://elsewhere.example": http.StatusForbidden} {
-			req, _ := http.NewRequest(http.MethodPost, s.url+"/rooms/lobby/messages", strings.NewReader("text=from+"+url.QueryEscape(origin)))
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for origin, want := range map[string]int{s.url: http.StatusOK, "https://elsewhere.example": http.StatusForbidden} {
+			body := `[{"op":"publish","topic":"room:lobby","data":"from another page"}]`
+			req, _ := http.NewRequest(http.MethodPost, s.url+"/hub/?v=1", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Origin", origin)
 			resp, err := c.hc.Do(req)
 			if err != nil {
@@ -89,7 +116,7 @@ func TestSite(t *testing.T) {
 			}
 			resp.Body.Close()
 			if resp.StatusCode != want {
-				t.Errorf("post with Origin %s: %s, want %d", origin, resp.Status, want)
+				t.Errorf("publish with Origin %s: %s, want %d", origin, resp.Status, want)
 			}
 		}
 	})
@@ -133,11 +160,10 @@ func TestClientAddressThroughProxy(t *testing.T) {
 	})
 }
 
-// The configurations pass a WebSocket upgrade on (ready for a WebSocket
-// transport), and set the forwarding headers rather than pass on what
-// the client wrote. Here the upstream is a small WebSocket echo server,
-// not the chat, which has no WebSocket yet.
-func TestUpgradeAndForwardingHeaders(t *testing.T) {
+// The configurations set the forwarding headers, rather than pass on
+// what the client wrote, and pass the client's Host on. Here the
+// upstream is a small server that records what it was sent.
+func TestForwardingHeaders(t *testing.T) {
 	eachProxy(t, func(t *testing.T, p proxyKind) {
 		var mu sync.Mutex
 		var seen http.Header
@@ -147,26 +173,8 @@ func TestUpgradeAndForwardingHeaders(t *testing.T) {
 				return // haproxy's health checks
 			}
 			mu.Lock()
+			defer mu.Unlock()
 			seen, host = r.Header.Clone(), r.Host
-			mu.Unlock()
-			if r.Header.Get("Upgrade") == "" {
-				return
-			}
-			conn, err := websocket.Accept(w, r, nil)
-			if err != nil {
-				t.Errorf("upstream: %v", err)
-				return
-			}
-			defer conn.CloseNow()
-			for {
-				typ, msg, err := conn.Read(r.Context())
-				if err != nil {
-					return
-				}
-				if err := conn.Write(r.Context(), typ, msg); err != nil {
-					return
-				}
-			}
 		}))
 		t.Cleanup(upstream.Close)
 		addr := strings.TrimPrefix(upstream.URL, "http://")
@@ -181,6 +189,7 @@ func TestUpgradeAndForwardingHeaders(t *testing.T) {
 		}
 		resp.Body.Close()
 		mu.Lock()
+		defer mu.Unlock()
 		if xff := seen.Values("X-Forwarded-For"); len(xff) != 1 || xff[0] != "127.0.0.2" {
 			t.Errorf("upstream got X-Forwarded-For %q, want exactly the client's address, 127.0.0.2", xff)
 		}
@@ -190,24 +199,5 @@ func TestUpgradeAndForwardingHeaders(t *testing.T) {
 		if want := strings.TrimPrefix(s.url, "https://"); host != want {
 			t.Errorf("upstream got Host %q, want the client's, %q", host, want)
 		}
-		mu.Unlock()
-
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		wsURL := strings.Replace(s.url, "https://", "wss://", 1) + "/rooms/lobby/socket"
-		conn, resp, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPClient: s.httpClient("", false)})
-		if err != nil {
-			t.Fatalf("WebSocket through %s: %v (%v)", p.name, err, resp)
-		}
-		defer conn.CloseNow()
-		for _, msg := range []string{"one", "two"} {
-			if err := conn.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
-				t.Fatal(err)
-			}
-			if _, got, err := conn.Read(ctx); err != nil || string(got) != msg {
-				t.Fatalf("echo of %q: %q, %v", msg, got, err)
-			}
-		}
-		conn.Close(websocket.StatusNormalClosure, "")
 	})
 }
