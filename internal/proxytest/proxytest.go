@@ -8,8 +8,8 @@
 // ./test installs Debian's packages.
 //
 //	conf := proxytest.Config(t, "../../docs/proxy/nginx.conf",
-//		"listen 443 ", "listen "+addr+" ",
-//		"/var/log/nginx/", dir+"/")
+//		"listen 443 ", "listen "+addr+" ", // and the other ports and paths
+//		"/var/log/nginx/error.log", "stderr")
 //	proxytest.StartNginx(t, conf, addr)
 package proxytest
 
