@@ -117,10 +117,11 @@
 // The client address is the connection's peer, unless the peer is one
 // of -trusted-proxies (addresses or CIDR prefixes); then it is the last
 // address in X-Forwarded-For that is not a trusted proxy. X-Real-IP and
-// True-Client-IP are never read. Behind nginx, set
-// "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" and list
-// nginx's address; behind haproxy, "option forwardfor". The settings
-// nginx needs for each of the hub's transports are in docs/hub.md.
+// True-Client-IP are never read. Behind a proxy, have it set the header
+// to the address it saw (nginx "proxy_set_header X-Forwarded-For
+// $remote_addr;", haproxy "http-request set-header X-Forwarded-For
+// %[src]") and list the proxy's address. docs/proxy has complete, tested
+// configurations for nginx and haproxy in front of two chat nodes.
 //
 // # Operating it
 //
