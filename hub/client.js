@@ -39,6 +39,10 @@ export const VERSION = 1;
 export const SUBPROTOCOL = "cometkit-hub.v1";
 export const TRANSPORTS = Object.freeze(["websocket", "sse", "longpoll"]);
 
+// MAX_GET_URL is the longest long-poll URL sent as a GET: nginx refuses a
+// request line beyond its 8 KB header buffers, and some proxies less.
+const MAX_GET_URL = 4000;
+
 const DEFAULTS = Object.freeze({
   transports: TRANSPORTS,
   backoff: { base: 500, max: 20000 },
@@ -768,13 +772,33 @@ class Connection {
   async post(frames, signal) {
     const u = new URL(this.url);
     u.searchParams.set("v", String(VERSION));
-    const resp = await this.impl.fetch(u.toString(), {
+    return this.answer(this.impl.fetch(u.toString(), {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(frames),
       credentials: "same-origin",
       signal,
-    });
+    }));
+  }
+
+  // poll is a long-poll that only subscribes, as a GET when its URL is
+  // short enough for every proxy (a proxy may send a GET again to another
+  // server when the first fails, never a POST), else as a POST.
+  async poll(topics, signal) {
+    const u = new URL(this.url);
+    u.searchParams.set("v", String(VERSION));
+    u.searchParams.set("transport", "longpoll");
+    for (const [topic] of topics) u.searchParams.append("topic", topic);
+    u.searchParams.set("cursors", topics.map(([, cursor]) => cursor).join(","));
+    if (u.toString().length > MAX_GET_URL) {
+      return this.post(topics.map(([topic, cursor]) => ({ op: "subscribe", topic, cursor })), signal);
+    }
+    return this.answer(this.impl.fetch(u.toString(), { credentials: "same-origin", signal }));
+  }
+
+  // answer reads a long-poll's response.
+  async answer(response) {
+    const resp = await response;
     let answer = [];
     try {
       answer = await resp.json();
@@ -1053,14 +1077,18 @@ class PollTransport extends PostingTransport {
         await new Promise((resolve) => (this.#wake = resolve));
         continue;
       }
-      const frames = topics.map(([topic, cursor]) => ({ op: "subscribe", topic, cursor }));
-      if (first) frames.push({ op: "ping" }); // answered at once: the transport is up
       const abort = new AbortController();
       this.#abort = abort;
       const stuck = setTimeout(() => abort.abort(), 2 * c.pollTimeout);
       let answer;
       try {
-        answer = await c.post(frames, abort.signal);
+        if (first) {
+          // With a ping, answered at once: the transport is up.
+          const frames = topics.map(([topic, cursor]) => ({ op: "subscribe", topic, cursor }));
+          answer = await c.post([...frames, { op: "ping" }], abort.signal);
+        } else {
+          answer = await c.poll(topics, abort.signal);
+        }
       } catch {
         if (this.#closed) return;
         if (this.#restart) {

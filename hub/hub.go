@@ -113,11 +113,12 @@ func (h *Hub) dispatch(w http.ResponseWriter, r *http.Request) {
 		h.serveWebSocket(w, r)
 	case r.Method == http.MethodGet && wantsEvents(r):
 		h.serveEvents(w, r, c)
-	case r.Method == http.MethodPost:
+	case r.Method == http.MethodPost,
+		r.Method == http.MethodGet && r.URL.Query().Get("transport") == "longpoll":
 		h.servePoll(w, r, c)
 	case r.Method == http.MethodGet:
 		h.refuse(w, http.StatusBadRequest, codeBadRequest,
-			"connect with a WebSocket, an event stream (Accept: text/event-stream) or a long-poll (POST)")
+			"connect with a WebSocket, an event stream (Accept: text/event-stream) or a long-poll (POST, or GET with ?transport=longpoll)")
 	default:
 		w.Header().Set("Allow", "GET, POST")
 		h.refuse(w, http.StatusMethodNotAllowed, codeBadRequest, "the hub answers GET and POST")

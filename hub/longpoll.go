@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/continuation"
@@ -28,17 +30,25 @@ func (h *Hub) servePoll(w http.ResponseWriter, r *http.Request, c *continuation.
 	if !ok {
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(h.cfg.maxMessageSize)))
-	if err != nil {
-		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
-			h.refuse(w, http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("a long-poll's body may hold %d bytes", h.cfg.maxMessageSize))
+	var frames []clientFrame
+	if r.Method == http.MethodGet {
+		var err error
+		if frames, err = queryFrames(r.URL.Query()); err != nil {
+			h.refuse(w, http.StatusBadRequest, codeBadRequest, err.Error())
+			return
 		}
-		return // otherwise the client left in the middle of its body
-	}
-	frames, err := parseFrames(body)
-	if err != nil {
-		h.refuse(w, http.StatusBadRequest, codeBadRequest, err.Error())
-		return
+	} else {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(h.cfg.maxMessageSize)))
+		if err != nil {
+			if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+				h.refuse(w, http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("a long-poll's body may hold %d bytes", h.cfg.maxMessageSize))
+			}
+			return // otherwise the client left in the middle of its body
+		}
+		if frames, err = parseFrames(body); err != nil {
+			h.refuse(w, http.StatusBadRequest, codeBadRequest, err.Error())
+			return
+		}
 	}
 
 	type subscribe struct {
@@ -117,6 +127,28 @@ func (h *Hub) servePoll(w http.ResponseWriter, r *http.Request, c *continuation.
 
 // resume answers the poll: its frames, then what each subscription
 // received (nothing, when the poll timed out).
+// queryFrames reads the subscriptions of a long-poll made as a GET, in
+// the form an event stream takes them: ?topic=a&topic=b&cursors=ca,cb (no
+// cursors: every topic from now). A GET long-poll only subscribes, so a
+// proxy may send it again to another node when the first fails.
+func queryFrames(q url.Values) ([]clientFrame, error) {
+	topics := q["topic"]
+	cursors := make([]string, len(topics))
+	if list := q.Get("cursors"); list != "" {
+		if cursors = strings.Split(list, ","); len(cursors) != len(topics) {
+			return nil, errors.New("the cursors do not match the topics: one per topic, in order, separated by commas")
+		}
+	}
+	if len(topics) == 0 {
+		return nil, errors.New("a long-poll by GET needs a topic: ?transport=longpoll&topic=…")
+	}
+	frames := make([]clientFrame, len(topics))
+	for i, t := range topics {
+		frames[i] = clientFrame{Op: opSubscribe, Topic: t, Cursor: cursors[i]}
+	}
+	return frames, nil
+}
+
 func (pl *poll) resume(w http.ResponseWriter, c *continuation.Continuation) {
 	frames := pl.answer
 	for _, b := range clientmgr.Batches(c) {

@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -186,4 +187,42 @@ func TestMiddlewareSeesTheEnd(t *testing.T) {
 	require.Len(t, <-answer, 1)
 	assert.Equal(t, http.StatusOK, <-ends)
 	assert.Empty(t, ends, "once")
+}
+
+// A long-poll by GET subscribes as the event stream's query does, waits
+// like a POST, and answers the same frames: a form a proxy may send again
+// to another node when the first fails.
+func TestLongPollByGet(t *testing.T) {
+	th := newHub(t, nil, hub.WithPollTimeout(time.Minute))
+	get := func(query string) (int, []serverFrame) {
+		resp, err := th.srv.Client().Get(th.url() + "?v=1&transport=longpoll&" + query)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var frames []serverFrame
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&frames))
+		return resp.StatusCode, frames
+	}
+	status, frames := get("topic=a&topic=b")
+	require.Equal(t, http.StatusOK, status)
+	require.Len(t, frames, 2, "from now: where each topic stands")
+	ca, cb := frames[0].Cursor, frames[1].Cursor
+
+	answer := make(chan []serverFrame, 1)
+	go func() {
+		_, frames := get("topic=a&topic=b&cursors=" + ca + "," + cb)
+		answer <- frames
+	}()
+	waitFor(t, "the poll to wait on both topics", func() bool { return th.mgr.Count("a") == 1 && th.mgr.Count("b") == 1 })
+	m := th.publish("b", "news")
+	frames = <-answer
+	require.Len(t, frames, 1)
+	assert.Equal(t, "news", frames[0].Data)
+	assert.Equal(t, m.Cursor().String(), frames[0].Cursor)
+
+	for _, bad := range []string{"", "topic=a&cursors=x,y"} {
+		status, frames := get(bad)
+		assert.Equal(t, http.StatusBadRequest, status, bad)
+		require.Len(t, frames, 1)
+		assert.Equal(t, "bad_request", frames[0].Code)
+	}
 }
