@@ -15,9 +15,13 @@ import (
 // bounded pool and which may suspend a request between dispatches. Create
 // one with NewDispatcher; it is an http.Handler.
 //
-// The Dispatcher starts no goroutines of its own. Each request's body
-// read, dispatches, listeners and waits run on the goroutine net/http gave
-// the request, and the pool only bounds how many dispatches run at once;
+// Each request's body read, dispatches, listeners and waits run on the
+// goroutine net/http gave the request, and the pool only bounds how many
+// dispatches run at once. A request that detaches (see the package doc)
+// has no goroutine while it waits; the pool starts one for each of its
+// later steps when it grants it a slot. The Dispatcher's one goroutine of
+// its own is the poller that watches detached connections, started by the
+// first request that detaches and stopped once the Dispatcher has drained;
 // so there is nothing to stop but requests, and Drain stops them.
 type Dispatcher struct {
 	h       http.Handler
@@ -26,8 +30,13 @@ type Dispatcher struct {
 	metrics *metrics
 	logger  *slog.Logger
 
-	suspended atomic.Int64 // suspensions in force, for WithMaxSuspended
-	active    atomic.Int64 // requests admitted and not yet finished
+	suspended   atomic.Int64 // suspensions in force, for WithMaxSuspended
+	active      atomic.Int64 // requests admitted and not yet finished
+	detachedNow atomic.Int64 // requests detached from net/http and not yet finished
+
+	pollMu   sync.Mutex
+	poll     *poller // of the detached requests; started by the first
+	pollDone bool    // stopped: the Dispatcher has drained
 
 	closing   atomic.Bool
 	draining  context.Context // done when Drain begins; waits and body reads watch it
@@ -95,16 +104,26 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 	// before it counts requests. So either this request sees closing, or
 	// Drain sees this request.
 	d.active.Add(1)
-	defer d.requestDone()
+	var c *Continuation
+	handedOff := false
+	defer func() {
+		// Once the request has detached, it is no longer this goroutine's:
+		// whoever finishes it accounts for it.
+		if !handedOff {
+			if c != nil {
+				c.dropUnreadBody()
+			}
+			d.requestDone()
+		}
+	}()
 	if d.closing.Load() {
 		d.refuse(w, r, "server shutting down")
 		return
 	}
-	c := newContinuation(d, h, w, r)
+	c = newContinuation(d, h, w, r)
 	if !d.readBody(c, w, r) {
 		return
 	}
-	defer c.dropUnreadBody()
 	switch d.pool.acquireNew(&c.slot, &c.sig, r.Context().Done(), d.draining.Done()) {
 	case queueFull:
 		d.refuse(w, c.req, "server overloaded")
@@ -115,59 +134,101 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 		}
 		return // otherwise the client is gone: nobody to answer
 	}
-	d.serve(c)
+	handedOff = d.serve(c, outNone)
 }
 
-// serve runs c's dispatches and the waits between them; the caller holds a
-// pool slot for the first dispatch.
-func (d *Dispatcher) serve(c *Continuation) {
+// serve runs the request from where it stands, holding a pool slot: from
+// its first dispatch (out is outNone), or from the end of a wait that
+// ended with out. It runs dispatches, and the waits between them that
+// stay attached, until the request finishes; it returns handedOff true
+// when the request has detached to wait instead: this goroutine is then
+// done with it, and the pool starts another when the wait ends (resume).
+func (d *Dispatcher) serve(c *Continuation, out outcome) (handedOff bool) {
 	holding := true
+	cut := true // unless run returns: runtime.Goexit cuts the connection, as with net/http
 	defer func() {
+		if handedOff {
+			return
+		}
 		// Every way out comes through here, runtime.Goexit in a handler or
-		// a listener included: give back the slot if it is still held, and
-		// end the request (and a suspension its last dispatch left behind).
+		// a listener included: give back the slot if it is still held, end
+		// the request (and a suspension its last dispatch left behind),
+		// and end a detached request's hold on its connection.
 		if holding {
 			d.pool.release()
 		}
 		c.finish()
+		if c.dc != nil {
+			d.endDetached(c, cut)
+		}
 	}()
+	handedOff, cut = d.run(c, out, &holding)
+	return handedOff
+}
+
+// run is serve's loop. It reports whether the request detached, or else
+// whether its response was cut short by a panic; holding tracks the slot.
+func (d *Dispatcher) run(c *Continuation, out outcome, holding *bool) (handedOff, cut bool) {
 	kind := kindInitial
+	if out != outNone {
+		var ok bool
+		if kind, ok = c.afterWait(out); !ok {
+			return false, false
+		}
+	}
 	for {
 		c.beginDispatch(kind != kindInitial)
 		d.metrics.dispatches[kind].Inc()
 		if p, stack, ok := d.runHandler(c); !ok {
-			if d.recovered(c, p, stack) {
+			cut = d.recovered(c, p, stack)
+			if cut && c.dc == nil {
 				d.pool.release()
-				holding = false
+				*holding = false
 				c.finish()
 				panic(http.ErrAbortHandler) // net/http drops the connection quietly
 			}
-			return
+			return false, cut // a detached connection is closed by endDetached
 		}
+		why := d.prepareWait(c)
 		next, timeout := c.returned()
 		if next == stepRedispatch { // resumed before the handler returned
 			kind = kindResumed
 			continue // same goroutine, same slot, at once
 		}
 		d.pool.release()
-		holding = false
-		if next == stepFinish {
-			return
+		*holding = false
+		switch next {
+		case stepFinish:
+			return false, false
+		case stepLeave:
+			return true, false
 		}
-		switch c.park(timeout) {
-		case outCompleted, outGone:
-			return
-		case outExpired:
-			if c.expire() {
-				return
-			}
-			kind = kindExpired
-		case outResumed:
-			kind = kindResumed
+		if why != detachedOK {
+			d.metrics.attachedWaits[why].Inc()
+		}
+		var ok bool
+		if kind, ok = c.afterWait(c.park(timeout)); !ok {
+			return false, false
 		}
 		d.pool.acquireAgain(&c.slot, &c.sig)
-		holding = true
+		*holding = true
 	}
+}
+
+// afterWait says what follows a wait that ended with out: the kind of the
+// next dispatch, or false when the request ends instead (Complete, the
+// client gone, or an OnTimeout listener's Complete).
+func (c *Continuation) afterWait(out outcome) (dispatchKind, bool) {
+	switch out {
+	case outExpired:
+		if c.expire() {
+			return 0, false
+		}
+		return kindExpired, true
+	case outResumed:
+		return kindResumed, true
+	}
+	return 0, false
 }
 
 // runHandler runs one dispatch, turning a panic into a value.
@@ -256,12 +317,24 @@ func (d *Dispatcher) releaseSuspension(held time.Duration) {
 
 func (d *Dispatcher) requestDone() {
 	if d.active.Add(-1) == 0 && d.closing.Load() {
-		d.drainOnce.Do(func() { close(d.drained) })
+		d.drainOnce.Do(d.drainedNow)
 	}
+}
+
+// drainedNow marks the Dispatcher drained: nothing is left to watch, so
+// the poller goes, and Shutdown returns.
+func (d *Dispatcher) drainedNow() {
+	d.stopPoller()
+	close(d.drained)
 }
 
 // Suspended returns the number of requests suspended now.
 func (d *Dispatcher) Suspended() int { return int(d.suspended.Load()) }
+
+// Detached returns the number of requests detached from net/http now:
+// waiting with no goroutine, or dispatched on one the pool started (see
+// the package doc, "Detaching").
+func (d *Dispatcher) Detached() int { return int(d.detachedNow.Load()) }
 
 // Drain begins a graceful shutdown and returns at once, without waiting
 // for it: new requests get 503 with Retry-After, requests still reading
@@ -282,10 +355,11 @@ func (d *Dispatcher) Suspended() int { return int(d.suspended.Load()) }
 //	}
 func (d *Dispatcher) Drain() {
 	if d.closing.CompareAndSwap(false, true) {
-		d.stopAll()
+		d.stopAll()       // attached requests watch this
+		d.drainDetached() // detached ones wait nowhere
 	}
 	if d.active.Load() == 0 {
-		d.drainOnce.Do(func() { close(d.drained) })
+		d.drainOnce.Do(d.drainedNow)
 	}
 }
 

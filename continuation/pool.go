@@ -5,7 +5,9 @@ import "sync"
 // pool bounds how many dispatches run at once. It owns no goroutines: the
 // request's own net/http goroutine runs its dispatches once it holds a slot,
 // so a dispatch costs no goroutine handoff (the alternative is measured in
-// docs/benchmarks.md, "Design choices in the engine").
+// docs/benchmarks.md, "Design choices in the engine"). A detached request
+// has no goroutine of its own: the pool starts one for it when it grants
+// it a slot, which the goroutine gives back when it is done.
 //
 // Requests that find every slot taken wait in one of two FIFO queues: new
 // requests (bounded by the queue size, beyond which they are refused) and
@@ -25,7 +27,8 @@ type pool struct {
 // one (Continuation embeds it), so waiting allocates nothing; all its
 // fields belong to the pool and are guarded by pool.mu.
 type waiter struct {
-	wake       chan struct{} // where release hands over a slot; set by acquire
+	wake       chan struct{} // where release hands over a slot to a goroutine that waits; set by acquire
+	run        func()        // or, for a request without a goroutine, what release starts with the slot; set by schedule
 	queued     bool
 	prev, next *waiter
 }
@@ -112,6 +115,25 @@ func (p *pool) acquireAgain(w *waiter, wake *wakeup) {
 	<-ch
 }
 
+// schedule takes a slot for the next step of a detached request, which has
+// no goroutine to wait with: run starts on a new goroutine, holding the
+// slot, now if a slot is free, or else when release hands one over (the
+// request queues with the redispatches, and like them is never refused).
+// It never blocks, so it may be called with any lock held.
+func (p *pool) schedule(w *waiter, run func()) {
+	p.mu.Lock()
+	if p.free > 0 {
+		p.free--
+		p.mu.Unlock()
+		go run()
+		return
+	}
+	w.run = run
+	p.again.push(w)
+	p.mu.Unlock()
+	p.queueGauge.Add(1)
+}
+
 // release frees the caller's slot, handing it straight to a waiter if any.
 func (p *pool) release() {
 	p.mu.Lock()
@@ -127,12 +149,17 @@ func (p *pool) release() {
 		p.free++
 	}
 	var wake chan struct{}
+	var run func()
 	if next != nil {
-		wake = next.wake
-		next.wake = nil
+		wake, run = next.wake, next.run
+		next.wake, next.run = nil, nil
 	}
 	p.mu.Unlock()
-	if wake != nil {
+	switch {
+	case run != nil:
+		p.queueGauge.Add(-1)
+		go run()
+	case wake != nil:
 		p.queueGauge.Add(-1)
 		wake <- struct{}{}
 	}
