@@ -104,15 +104,11 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 	// before it counts requests. So either this request sees closing, or
 	// Drain sees this request.
 	d.active.Add(1)
-	var c *Continuation
 	handedOff := false
 	defer func() {
 		// Once the request has detached, it is no longer this goroutine's:
 		// whoever finishes it accounts for it.
 		if !handedOff {
-			if c != nil {
-				c.dropUnreadBody()
-			}
 			d.requestDone()
 		}
 	}()
@@ -120,10 +116,15 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 		d.refuse(w, r, "server shutting down")
 		return
 	}
-	c = newContinuation(d, h, w, r)
+	c := newContinuation(d, h, w, r)
 	if !d.readBody(c, w, r) {
 		return
 	}
+	defer func() {
+		if !handedOff {
+			c.dropUnreadBody()
+		}
+	}()
 	switch d.pool.acquireNew(&c.slot, &c.sig, r.Context().Done(), d.draining.Done()) {
 	case queueFull:
 		d.refuse(w, c.req, "server overloaded")

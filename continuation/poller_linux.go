@@ -229,10 +229,6 @@ func (p *poller) stop() {
 	unix.Close(p.epfd)
 }
 
-// epollSet returns the epoll descriptor, for tests that read the kernel's
-// view of the set.
-func (p *poller) epollSet() int { return p.epfd }
-
 // rawConn returns the socket of conn.
 func rawConn(conn net.Conn) (syscall.RawConn, error) {
 	sc, ok := socketOf(conn).(syscall.Conn)

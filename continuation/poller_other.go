@@ -24,4 +24,3 @@ func (*poller) unwatch(pollHandle)                     {}
 func (*poller) registered() []*Continuation            { return nil }
 func (*poller) len() int                               { return 0 }
 func (*poller) stop()                                  {}
-func (*poller) epollSet() int                          { return -1 }
