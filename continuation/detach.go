@@ -123,9 +123,10 @@ func (d *Dispatcher) detach(c *Continuation) attachReason {
 		_ = dc.conn.SetWriteDeadline(c.arrived.Add(srv.WriteTimeout))
 	}
 
-	// Nothing of net/http's stays: not its writer, its buffers, nor the
-	// body (read to its end).
-	c.req.Body = http.NoBody
+	// Nothing of net/http's stays: not its writer nor its buffers. The
+	// body stays, for a redispatch to read: read to its end, it holds
+	// nothing of net/http's either (only what was read ahead and not yet
+	// read by the handler).
 	c.rw.w = &dc.w
 	c.rw.closeIfUnread = nil
 	c.rw.recordHead = false
@@ -204,12 +205,14 @@ func (d *Dispatcher) resume(c *Continuation) {
 }
 
 // endDetached ends a finished detached request's hold on its connection:
-// the response is completed, and the connection goes back to the Server
-// for its next request, or is closed when it cannot carry one (the
-// response said Connection: close, was cut short by a panic or a write
-// error, or the server is shutting down) or the client hung up. A
-// connection the handler hijacked is the handler's.
-func (d *Dispatcher) endDetached(c *Continuation, aborted bool) {
+// the response is completed, as net/http completes one when the handler
+// returns, and the connection goes back to the Server for its next
+// request, or is closed when it cannot carry one: the response said
+// Connection: close or failed to be written, the server is shutting down,
+// or the client closed its side. A response cut short (a panic after
+// writing, runtime.Goexit) is not completed, and its connection is
+// closed. A connection the handler hijacked is the handler's.
+func (d *Dispatcher) endDetached(c *Continuation, cut bool) {
 	dc := c.dc
 	c.mu.Lock()
 	gone := c.hungUp
@@ -217,10 +220,10 @@ func (d *Dispatcher) endDetached(c *Continuation, aborted bool) {
 	keep := false
 	switch {
 	case dc.w.hijacked:
-	case aborted || gone:
+	case cut:
 		dc.w.drop()
 	default:
-		keep = dc.w.finish() && dc.keepAlives()
+		keep = dc.w.finish() && dc.keepAlives() && !gone
 	}
 	dc.p.remove(dc.watch) // before the descriptor can be closed and reused
 	if !dc.w.hijacked {

@@ -43,8 +43,9 @@ import (
 // exact bytes of each response it reads.
 type rawConn struct {
 	net.Conn
-	r   *bufio.Reader
-	raw bytes.Buffer
+	r      *bufio.Reader
+	raw    bytes.Buffer
+	server *httptest.Server // the one it was dialled to, if known
 }
 
 func dialRaw(t *testing.T, addr string) *rawConn {
@@ -141,6 +142,7 @@ func waitDetached(t *testing.T, h *waitForOne) (*continuation.Dispatcher, *rawCo
 	d := continuation.NewDispatcher(h)
 	srv := continuationtest.Detached.NewServer(t, d)
 	rc := dialRaw(t, srv.Listener.Addr().String())
+	rc.server = srv
 	rc.send(t, getRequest("/"))
 	c := <-h.cs
 	continuationtest.WaitDetached(t, d, 1)
@@ -347,41 +349,25 @@ func TestDetachedKeepAlive(t *testing.T) {
 // context cancelled), and nothing of it is left registered, in the
 // Dispatcher or in the kernel's epoll set.
 func TestDetachedHangUp(t *testing.T) {
-	type parked struct {
-		c   *continuation.Continuation
-		ctx context.Context
-	}
-	ps := make(chan parked, 1)
-	completed := make(chan struct{})
-	var redispatched atomic.Bool
-	d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := continuation.FromRequest(r)
-		if !c.IsInitial() {
-			redispatched.Store(true)
-			return
-		}
-		c.SetTimeout(0)
-		c.AddListener(continuation.ListenerFuncs{Complete: func(*continuation.Continuation) { close(completed) }})
-		require.NoError(t, c.Suspend())
-		ps <- parked{c, r.Context()}
-	}))
+	h := newWaitForever()
+	d := continuation.NewDispatcher(h)
 	srv := continuationtest.Detached.NewServer(t, d)
 	rc := dialRaw(t, srv.Listener.Addr().String())
 	rc.send(t, getRequest("/"))
-	p := <-ps
+	p := <-h.parked
 	continuationtest.WaitDetached(t, d, 1)
 	assert.Equal(t, 1, continuation.EpollWatched(d))
 	assert.NoError(t, p.ctx.Err(), "the context of a detached request, net/http's being cancelled")
 
 	rc.Close()
 	select {
-	case <-completed:
+	case <-h.completed:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the hang-up was not noticed")
 	}
 	<-p.c.Done()
 	assert.ErrorIs(t, p.ctx.Err(), context.Canceled)
-	assert.False(t, redispatched.Load())
+	assert.False(t, h.redispatched.Load())
 	require.Eventually(t, func() bool { return d.Detached() == 0 }, 10*time.Second, time.Millisecond)
 	assert.Zero(t, d.Suspended())
 	assert.Zero(t, continuation.EpollWatched(d), "connections left in the epoll set")
@@ -856,4 +842,48 @@ func testCertificate(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	roots := x509.NewCertPool()
 	roots.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, roots
+}
+
+// A client that closes its sending side while its request waits (one
+// that still reads) ends the wait as a disconnect, and gets what net/http
+// sends then in both modes: the response as the request left it, ended.
+func TestDetachedHalfClose(t *testing.T) {
+	responses := map[continuationtest.ServeMode]string{}
+	for _, mode := range continuationtest.ServeModes {
+		h := newWaitForever()
+		d := continuation.NewDispatcher(h)
+		srv := mode.NewServer(t, d)
+		rc := dialRaw(t, srv.Listener.Addr().String())
+		rc.send(t, getRequest("/"))
+		continuationtest.WaitSuspended(t, d, 1)
+		if mode == continuationtest.Detached {
+			continuationtest.WaitDetached(t, d, 1)
+		}
+		require.NoError(t, rc.Conn.(*net.TCPConn).CloseWrite())
+		<-h.completed
+		raw, _, _ := rc.response(t, http.MethodGet)
+		responses[mode] = dateLine.ReplaceAllString(raw, "Date: (now)\r")
+		assert.True(t, rc.closed(t), mode.String())
+		assert.False(t, h.redispatched.Load(), mode.String())
+	}
+	assert.Equal(t, responses[continuationtest.Attached], responses[continuationtest.Detached])
+}
+
+// http.Server.Shutdown closes a connection handed back and idle since, as
+// it closes idle ones: to the Server it is new, which alone would hold
+// Shutdown for 5 seconds.
+func TestDetachedHandBackClosedByShutdown(t *testing.T) {
+	h := &waitForOne{
+		cs:   make(chan *continuation.Continuation, 1),
+		then: func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "polled") },
+	}
+	d, rc, c := waitDetached(t, h)
+	srv := rc.server
+	require.NoError(t, c.Resume())
+	rc.response(t, http.MethodGet)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Second)
+	defer cancel()
+	srv.Config.RegisterOnShutdown(d.Drain)
+	require.NoError(t, srv.Config.Shutdown(ctx), "the Server waited for the connection handed back")
+	assert.True(t, rc.closed(t))
 }

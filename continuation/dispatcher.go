@@ -340,20 +340,25 @@ func (d *Dispatcher) Detached() int { return int(d.detachedNow.Load()) }
 // Drain begins a graceful shutdown and returns at once, without waiting
 // for it: new requests get 503 with Retry-After, requests still reading
 // their body get 503 and their connection closed, Suspend fails with
-// ErrShutdown, and every suspended request is expired (its OnTimeout
-// listeners run and it is dispatched with IsExpired true) so that its
-// handler answers now. Shutdown waits for the requests to finish. Drain may
-// be called more than once, and from several goroutines.
+// ErrShutdown, and every suspended request, attached or detached, is
+// expired (its OnTimeout listeners run and it is dispatched with IsExpired
+// true) so that its handler answers now. Shutdown waits for the requests
+// to finish. Drain may be called more than once, and from several
+// goroutines.
 //
 // [http.Server.Shutdown] waits for active requests without waking them, so
-// a parked long-poll would hold it until its timeout. Drain is what
+// a parked long-poll would hold it until its timeout; and it does not
+// know detached requests at all. Drain is what
 // [http.Server.RegisterOnShutdown] wants, a function that starts the
-// shutdown and does not wait for it:
+// shutdown and does not wait for it; Shutdown then waits for what the
+// server's does not:
 //
 //	srv.RegisterOnShutdown(d.Drain)
-//	if err := srv.Shutdown(ctx); err != nil { // returns once the parked requests have answered
+//	err := srv.Shutdown(ctx) // returns once the attached requests have answered
+//	if err != nil {
 //		srv.Close()
 //	}
+//	err = errors.Join(err, d.Shutdown(ctx)) // and the detached ones
 func (d *Dispatcher) Drain() {
 	if d.closing.CompareAndSwap(false, true) {
 		d.stopAll()       // attached requests watch this

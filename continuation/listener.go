@@ -138,9 +138,12 @@ func serverProtocols(srv *http.Server) http.Protocols {
 // goes back to srv through this listener's Accept, so srv sees it as a new
 // connection.
 //
-// It sets srv.BaseContext, wrapping any set before, once per Server: do
-// not change srv.BaseContext afterwards, and call it before srv serves.
-// Closing the listener stops its accept goroutine; connections of detached
+// It sets srv.BaseContext and srv.ConnState, wrapping any set before,
+// once per Server: do not change them afterwards, and call it before srv
+// serves. Closing the listener (srv.Shutdown does) stops its accept
+// goroutine and closes the connections handed back that have not begun
+// another request, as srv.Shutdown closes idle ones (to the Server they
+// are new, and it would wait seconds for them); connections of detached
 // requests that finish after that are closed instead of handed back.
 func DetachingListener(srv *http.Server, ln net.Listener) net.Listener {
 	markServer(srv)
@@ -167,10 +170,11 @@ var markedServers struct {
 }
 
 // markServer makes srv's BaseContext put a detachingListener in the
-// contexts of the requests accepted from it: one context value per
-// listener, nothing per connection. Each Server is changed once, under a
-// lock, so that DetachingListeners made for one Server from several
-// goroutines do not race; the record of it goes with the Server.
+// contexts of the requests accepted from it (one context value per
+// listener, nothing per connection), and its ConnState tell when a
+// connection handed back has begun a request. Each Server is changed once,
+// under a lock, so that DetachingListeners made for one Server from
+// several goroutines do not race; the record of it goes with the Server.
 func markServer(srv *http.Server) {
 	markedServers.Lock()
 	defer markedServers.Unlock()
@@ -198,7 +202,20 @@ func markServer(srv *http.Server) {
 		}
 		return ctx
 	}
+	state := srv.ConnState
+	srv.ConnState = func(conn net.Conn, s http.ConnState) {
+		if s != http.StateNew {
+			handedBack.Delete(conn)
+		}
+		if state != nil {
+			state(conn, s)
+		}
+	}
 }
+
+// handedBack holds the connections handed back that the Server has not yet
+// read a request from, with the listener each came through.
+var handedBack sync.Map
 
 // detachingListener is what DetachingListener returns: Accept gives the
 // Server both the connections of the listener inside and those that
@@ -286,19 +303,22 @@ func (l *detachingListener) acceptLoop() {
 }
 
 // Close closes the listener inside, stops the accept goroutine and closes
-// the connections handed back and not yet accepted.
+// the connections handed back that have not begun a request.
 func (l *detachingListener) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
 		l.closeErr = l.Listener.Close()
 		l.mu.Lock()
 		l.closed = true
-		handed := l.handed
-		l.handed = nil
+		l.handed = nil // all of them are in handedBack too
 		l.mu.Unlock()
-		for _, conn := range handed {
-			conn.Close()
-		}
+		handedBack.Range(func(conn, owner any) bool {
+			if owner == l {
+				handedBack.Delete(conn)
+				conn.(net.Conn).Close()
+			}
+			return true
+		})
 		started := true
 		l.start.Do(func() { started = false })
 		if started {
@@ -318,6 +338,7 @@ func (l *detachingListener) handBack(conn net.Conn) {
 		conn.Close()
 		return
 	}
+	handedBack.Store(conn, l) // before the Server can see it
 	l.handed = append(l.handed, conn)
 	l.mu.Unlock()
 	select {

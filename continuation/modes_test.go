@@ -60,6 +60,41 @@ func (w *wire) settled(t *testing.T) {
 		30*time.Second, time.Millisecond, "suspended %d, detached %d", w.d.Suspended(), w.d.Detached())
 }
 
+// waitForever suspends every first dispatch without a timeout, for the
+// tests of requests that end without a redispatch: it hands each waiting
+// request out with its context, and records its end.
+type waitForever struct {
+	parked       chan parkedRequest
+	completed    chan struct{} // closed by the first request's OnComplete
+	redispatched atomic.Bool
+}
+
+type parkedRequest struct {
+	c   *continuation.Continuation
+	ctx context.Context
+}
+
+func newWaitForever() *waitForever {
+	return &waitForever{parked: make(chan parkedRequest, 1), completed: make(chan struct{})}
+}
+
+func (h *waitForever) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c := continuation.FromRequest(r)
+	if !c.IsInitial() {
+		h.redispatched.Store(true)
+		return
+	}
+	c.SetTimeout(0)
+	c.AddListener(continuation.ListenerFuncs{Complete: func(*continuation.Continuation) { close(h.completed) }})
+	if err := c.Suspend(); err != nil {
+		panic(err)
+	}
+	select {
+	case h.parked <- parkedRequest{c, r.Context()}:
+	default:
+	}
+}
+
 // result is a response as the client saw it.
 type result struct {
 	code   int
@@ -302,25 +337,11 @@ func TestModesPanics(t *testing.T) {
 // that kept it from the first dispatch.
 func TestModesDisconnect(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode continuationtest.ServeMode) {
-		type parked struct {
-			c   *continuation.Continuation
-			ctx context.Context
-		}
-		ps := make(chan parked, 1)
-		var redispatched atomic.Bool
-		w := newWire(t, mode, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-			c := continuation.FromRequest(r)
-			if !c.IsInitial() {
-				redispatched.Store(true)
-				return
-			}
-			c.SetTimeout(0)
-			require.NoError(t, c.Suspend())
-			ps <- parked{c, r.Context()}
-		}))
+		h := newWaitForever()
+		w := newWire(t, mode, h)
 		ctx, cancel := context.WithCancel(t.Context())
 		answer := w.get(ctx, "/")
-		p := <-ps
+		p := <-h.parked
 		w.waiting(t, 1)
 		select {
 		case <-p.ctx.Done():
@@ -339,7 +360,7 @@ func TestModesDisconnect(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("the request's context was not cancelled")
 		}
-		assert.False(t, redispatched.Load())
+		assert.False(t, h.redispatched.Load())
 		assert.ErrorIs(t, p.c.Resume(), continuation.ErrCompleted)
 		w.settled(t)
 	})
@@ -374,21 +395,23 @@ func TestModesShutdown(t *testing.T) {
 }
 
 // A POST whose body the Dispatcher read ahead waits like a GET (and, in
-// detached mode, detaches: its body is at its end).
+// detached mode, detaches: its body is at its end); a redispatch reads
+// what the first dispatch left of it.
 func TestModesBodyReadAhead(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode continuationtest.ServeMode) {
 		cs := make(chan *continuation.Continuation, 1)
 		w := newWire(t, mode, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 			c := continuation.FromRequest(r)
 			if c.IsResumed() {
-				b, err := io.ReadAll(r.Body)
+				rest, err := io.ReadAll(r.Body)
 				assert.NoError(t, err)
-				io.WriteString(rw, c.Attribute("body").(string)+"|"+string(b))
+				io.WriteString(rw, c.Attribute("head").(string)+"|"+string(rest))
 				return
 			}
-			b, err := io.ReadAll(r.Body)
+			head := make([]byte, 3)
+			_, err := io.ReadFull(r.Body, head)
 			require.NoError(t, err)
-			c.SetAttribute("body", string(b))
+			c.SetAttribute("head", string(head))
 			require.NoError(t, c.Suspend())
 			cs <- c
 		}))
@@ -408,7 +431,7 @@ func TestModesBodyReadAhead(t *testing.T) {
 		require.NoError(t, c.Resume())
 		r := await(t, answer)
 		require.NoError(t, r.err)
-		assert.Equal(t, "payload|", r.body, "the body, read once")
+		assert.Equal(t, "pay|load", r.body)
 	})
 }
 
@@ -514,5 +537,35 @@ func TestModesResumeRacesShutdown(t *testing.T) {
 			require.Equal(t, int32(1), s.redispatch.Load())
 			requireOneEnding(t, resumeErr, r.body, s.timeouts.Load())
 		}
+	})
+}
+
+// http.Server.WriteTimeout counts from the request's arrival in both
+// modes: an answer written after it fails, and the client sees the
+// connection end without a response.
+func TestModesWriteTimeout(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode continuationtest.ServeMode) {
+		cs := make(chan *continuation.Continuation, 1)
+		d := continuation.NewDispatcher(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+			c := continuation.FromRequest(r)
+			if c.IsInitial() {
+				c.SetTimeout(0)
+				require.NoError(t, c.Suspend())
+				cs <- c
+				return
+			}
+			io.WriteString(rw, "too late")
+		}))
+		srv := mode.NewUnstartedServer(t, d)
+		srv.Config.WriteTimeout = 100 * time.Millisecond
+		srv.Start()
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		w := &wire{mode: mode, d: d, url: srv.URL, client: client}
+		answer := w.get(t.Context(), "/")
+		c := <-cs
+		w.waiting(t, 1)
+		time.Sleep(200 * time.Millisecond)
+		require.NoError(t, c.Resume())
+		assert.Error(t, await(t, answer).err)
 	})
 }
