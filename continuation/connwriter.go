@@ -86,7 +86,7 @@ func (w *connWriter) init(dc *detached, req *http.Request, header http.Header, r
 		return
 	}
 	w.wroteHeader, w.headerSent = true, true
-	w.status = rw.head.status
+	w.status = int(rw.head.status)
 	w.chunking = rw.head.framing == framingChunked
 	if rw.head.framing == framingLength {
 		w.contentLength = rw.head.contentLength

@@ -20,12 +20,15 @@ type contextKey struct{}
 // or derives contexts from it in one dispatch and uses them in the next,
 // sees the same thing in both modes.
 //
-// The own cancellation is made lazily, by the first Done (or by detaching):
-// a request whose context nobody waits on costs nothing more.
+// The own cancellation is made lazily, by the first Done (or, once
+// detached, the first Value or Err that needs it): a request whose context
+// nobody waits on costs nothing more, attached or detached.
 type requestContext struct {
 	context.Context // net/http's: values, deadline and, until the request detaches, cancellation
 	c               *Continuation
 	own             atomic.Pointer[ownCancel] // made under c.mu
+	detached        atomic.Bool               // set under c.mu
+	err             error                     // once detached and with no own: why it ended; under c.mu
 }
 
 // ownCancel is a requestContext's own cancellation: a context with the
@@ -47,6 +50,11 @@ func (ctx *requestContext) Value(key any) any {
 	if o := ctx.own.Load(); o != nil {
 		return o.Value(key)
 	}
+	if ctx.detached.Load() {
+		// net/http's cancelled context must not be found as this one's
+		// (context.Cause looks for it by Value).
+		return ctx.made().Value(key)
+	}
 	return ctx.Context.Value(key)
 }
 
@@ -54,30 +62,43 @@ func (ctx *requestContext) Done() <-chan struct{} {
 	if o := ctx.own.Load(); o != nil {
 		return o.Done()
 	}
-	c := ctx.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return ctx.ownLocked(true).Done()
+	return ctx.made().Done()
 }
 
 func (ctx *requestContext) Err() error {
 	if o := ctx.own.Load(); o != nil {
 		return o.Err()
 	}
+	if ctx.detached.Load() {
+		ctx.c.mu.Lock()
+		defer ctx.c.mu.Unlock()
+		return ctx.err
+	}
 	return ctx.Context.Err()
 }
 
-// ownLocked returns the own cancellation, making it if need be; follow
-// says whether a new one passes on net/http's cancellation (while the
-// request is attached). Called with c.mu held.
-func (ctx *requestContext) ownLocked(follow bool) *ownCancel {
+// made returns the own cancellation, made now if need be.
+func (ctx *requestContext) made() *ownCancel {
+	ctx.c.mu.Lock()
+	defer ctx.c.mu.Unlock()
+	return ctx.ownLocked()
+}
+
+// ownLocked returns the own cancellation, making it if need be: one that
+// follows net/http's cancellation while the request is attached, and one
+// cancelled already if the detached request has ended. Called with c.mu
+// held.
+func (ctx *requestContext) ownLocked() *ownCancel {
 	if o := ctx.own.Load(); o != nil {
 		return o
 	}
 	inner, cancel := context.WithCancel(context.WithoutCancel(ctx.Context))
 	o := &ownCancel{Context: inner, cancel: cancel}
-	if follow {
+	switch {
+	case !ctx.detached.Load():
 		o.unfollow = context.AfterFunc(ctx.Context, cancel)
+	case ctx.err != nil:
+		cancel()
 	}
 	ctx.own.Store(o)
 	return o
@@ -87,14 +108,14 @@ func (ctx *requestContext) ownLocked(follow bool) *ownCancel {
 // only that net/http is done with the request, and reports whether the
 // client had gone away before that. Called with c.mu held.
 func (ctx *requestContext) detach() (alive bool) {
-	o := ctx.ownLocked(false)
-	if o.unfollow != nil {
-		alive = o.unfollow()
-		o.unfollow = nil
-	} else {
-		alive = ctx.Context.Err() == nil
+	ctx.detached.Store(true)
+	o := ctx.own.Load()
+	if o == nil {
+		return ctx.Context.Err() == nil
 	}
-	return alive && o.Err() == nil
+	alive = o.unfollow()
+	o.unfollow = nil
+	return alive
 }
 
 // cancel cancels the context: the detached client hung up, or the request
@@ -102,10 +123,14 @@ func (ctx *requestContext) detach() (alive bool) {
 // to net/http, which cancels it when ServeHTTP returns. Called with c.mu
 // held.
 func (ctx *requestContext) cancel() {
-	if o := ctx.own.Load(); o != nil {
+	o := ctx.own.Load()
+	switch {
+	case o != nil:
 		if o.unfollow != nil {
 			o.unfollow() // cancelled here, not on a goroutine of the AfterFunc
 		}
 		o.cancel()
+	case ctx.detached.Load() && ctx.err == nil:
+		ctx.err = context.Canceled
 	}
 }

@@ -26,7 +26,7 @@ type Continuation struct {
 	rw      responseWriter
 	rwMu    sync.Mutex // held by outsideWriter's calls, and while the request detaches
 	slot    waiter     // the request's place in the pool's queues; the pool's
-	arrived time.Time  // when the request reached the Dispatcher
+	arrived int64      // when the request reached the Dispatcher, in Unix nanoseconds
 
 	mu          sync.Mutex
 	phase       phase
@@ -157,12 +157,12 @@ func FromContext(ctx context.Context) *Continuation {
 }
 
 func newContinuation(d *Dispatcher, h http.Handler, w http.ResponseWriter, r *http.Request) *Continuation {
-	c := &Continuation{d: d, h: h, initial: true, timeout: d.cfg.defaultTimeout, arrived: time.Now()}
+	c := &Continuation{d: d, h: h, initial: true, timeout: d.cfg.defaultTimeout, arrived: time.Now().UnixNano()}
 	c.ctx = requestContext{Context: r.Context(), c: c}
 	c.req = r.WithContext(&c.ctx)
 	c.rw.w = w
 	c.rw.recordHead = r.ProtoMajor == 1 && r.ProtoMinor == 1
-	c.rw.method = r.Method
+	c.rw.isHEAD = r.Method == http.MethodHead
 	return c
 }
 

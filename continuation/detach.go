@@ -120,7 +120,7 @@ func (d *Dispatcher) detach(c *Continuation) attachReason {
 	// net/http's WriteTimeout counts from the request's arrival; Hijack
 	// cleared it.
 	if srv, ok := c.ctx.Context.Value(http.ServerContextKey).(*http.Server); ok && srv.WriteTimeout > 0 {
-		_ = dc.conn.SetWriteDeadline(c.arrived.Add(srv.WriteTimeout))
+		_ = dc.conn.SetWriteDeadline(time.Unix(0, c.arrived).Add(srv.WriteTimeout))
 	}
 
 	// Nothing of net/http's stays: not its writer nor its buffers. The

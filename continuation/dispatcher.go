@@ -125,7 +125,7 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 			c.dropUnreadBody()
 		}
 	}()
-	switch d.pool.acquireNew(&c.slot, &c.sig, r.Context().Done(), d.draining.Done()) {
+	switch d.pool.acquireNew(&c.slot, &c.sig, r.Context(), d.draining.Done()) {
 	case queueFull:
 		d.refuse(w, c.req, "server overloaded")
 		return

@@ -1,6 +1,9 @@
 package continuation
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // pool bounds how many dispatches run at once. It owns no goroutines: the
 // request's own net/http goroutine runs its dispatches once it holds a slot,
@@ -56,10 +59,12 @@ const (
 )
 
 // acquireNew takes a slot for a request's first dispatch, waiting in the
-// bounded queue of new requests until a slot frees up or stop or shutdown
-// is closed. A slot handed over arrives through wake, which nothing else
-// uses while the request waits here.
-func (p *pool) acquireNew(w *waiter, wake *wakeup, stop, shutdown <-chan struct{}) acquireResult {
+// bounded queue of new requests until a slot frees up, the request's
+// context ends or shutdown is closed. A slot handed over arrives through
+// wake, which nothing else uses while the request waits here. The
+// context's Done is asked for only when the request queues: it makes a
+// channel that a request which detaches would keep for its whole wait.
+func (p *pool) acquireNew(w *waiter, wake *wakeup, ctx context.Context, shutdown <-chan struct{}) acquireResult {
 	p.mu.Lock()
 	if p.free > 0 {
 		p.free--
@@ -79,7 +84,7 @@ func (p *pool) acquireNew(w *waiter, wake *wakeup, stop, shutdown <-chan struct{
 	select {
 	case <-ch:
 		return acquired
-	case <-stop:
+	case <-ctx.Done():
 	case <-shutdown:
 	}
 	p.mu.Lock()

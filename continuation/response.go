@@ -32,7 +32,7 @@ type responseWriter struct {
 	// so that the response can go on where net/http leaves it if the
 	// request detaches; body counts the bytes written since.
 	recordHead bool
-	method     string
+	isHEAD     bool // the request's method is HEAD
 	head       sentHead
 	body       int64
 }
@@ -49,7 +49,7 @@ func (rw *responseWriter) commit(code int) {
 		h.Set("Connection", "close")
 	}
 	if rw.recordHead {
-		rw.head = headOf(rw.method, code, h)
+		rw.head = headOf(rw.isHEAD, code, h)
 	}
 }
 
@@ -166,9 +166,9 @@ func (w outsideWriter) SetWriteDeadline(t time.Time) error {
 // framed, and whether the connection closes after it.
 type sentHead struct {
 	framing       framing
-	status        int
-	contentLength int64 // for framingLength
 	closeAfter    bool  // the header says Connection: close
+	status        int16 // three digits
+	contentLength int64 // for framingLength
 }
 
 type framing uint8
@@ -186,8 +186,8 @@ const (
 // then. The Content-Length that net/http computes for a short body once
 // the handler has returned never applies here: a response that goes on
 // after a suspension is sent before its handler returns.
-func headOf(method string, status int, h http.Header) sentHead {
-	head := sentHead{status: status, contentLength: -1}
+func headOf(isHEAD bool, status int, h http.Header) sentHead {
+	head := sentHead{status: int16(status), contentLength: -1}
 	head.closeAfter = hasToken(first(h, "Connection"), "close")
 	if first(h, "Transfer-Encoding") != "" || declaresTrailers(h) {
 		return head // framingUnknown
@@ -198,7 +198,7 @@ func headOf(method string, status int, h http.Header) sentHead {
 		}
 	}
 	switch {
-	case method == http.MethodHead || !bodyAllowedForStatus(status):
+	case isHEAD || !bodyAllowedForStatus(status):
 		head.framing = framingNone
 	case head.contentLength >= 0:
 		head.framing = framingLength
