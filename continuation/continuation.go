@@ -54,10 +54,9 @@ type Continuation struct {
 	// dc is the connection of a request that has detached from net/http
 	// (see detach.go), set before the request first waits detached and
 	// never unset. A detached request has no goroutine while it waits: the
-	// end of a suspension queues its next step on the pool (run), which
-	// starts a goroutine once it grants a slot.
-	dc  *detached
-	run func()
+	// end of a suspension queues its next step on the pool, and a
+	// goroutine runs it once the pool grants a slot (runDetached).
+	dc *detached
 
 	// timer calls onTimer; one per request, reused across suspensions, and
 	// owned by the request's goroutine. Why a runtime timer and not a timing
@@ -758,15 +757,17 @@ func (c *Continuation) endLocked(out outcome) {
 
 // wakeLocked hands the end of a waiting suspension to whoever goes on with
 // the request: the goroutine parked on c.sig or, for a detached request,
-// a goroutine that the pool starts once it has a slot for it. Never the
+// a goroutine that runs it once the pool has a slot for it. Never the
 // caller's: that may be anyone (an event source, the timer, the poller),
 // holding anything.
 func (c *Continuation) wakeLocked() {
-	if c.dc != nil {
-		c.d.pool.schedule(&c.slot, c.run)
+	if c.dc == nil {
+		c.sig.ch <- struct{}{}
 		return
 	}
-	c.sig.ch <- struct{}{}
+	if c.d.pool.schedule(&c.slot, c) {
+		go c.d.runDetached(c)
+	}
 }
 
 // expire runs the OnTimeout listeners of an expired suspension and says

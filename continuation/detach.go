@@ -13,7 +13,7 @@ import (
 // goroutines and buffers for it go, and the request waits with no
 // goroutine at all. The Dispatcher's poller watches the connection for
 // the client hanging up; the end of the wait queues the request on the
-// pool, which starts a goroutine for it when it has a slot; the response
+// pool, which gives it a goroutine with a slot; the response
 // goes on in a connWriter; when it ends, the connection goes back to the
 // http.Server through the listener it came from (detachingListener).
 
@@ -132,7 +132,6 @@ func (d *Dispatcher) detach(c *Continuation) attachReason {
 	c.rw.recordHead = false
 	c.mu.Lock()
 	c.dc = dc
-	c.run = func() { d.resume(c) }
 	if !c.ctx.detach() {
 		c.hungUp = true // the client left before the connection was taken over
 	}
@@ -190,18 +189,6 @@ func hijacker(w http.ResponseWriter) http.Hijacker {
 			return nil
 		}
 	}
-}
-
-// resume goes on with a detached request whose wait has ended, on a
-// goroutine the pool started for it, holding a slot.
-func (d *Dispatcher) resume(c *Continuation) {
-	handedOff := false
-	defer func() {
-		if !handedOff {
-			d.requestDone()
-		}
-	}()
-	handedOff = d.serve(c, c.woken())
 }
 
 // endDetached ends a finished detached request's hold on its connection:

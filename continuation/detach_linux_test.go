@@ -887,3 +887,41 @@ func TestDetachedHandBackClosedByShutdown(t *testing.T) {
 	require.NoError(t, srv.Config.Shutdown(ctx), "the Server waited for the connection handed back")
 	assert.True(t, rc.closed(t))
 }
+
+// A broadcast to detached requests with one worker: the one goroutine
+// that gets the worker runs the redispatches one after another, each
+// handing the worker to the next; one that calls runtime.Goexit (its
+// connection is cut) hands it on too.
+func TestDetachedBroadcastOneWorker(t *testing.T) {
+	const n = 200
+	ws := &waiters{}
+	d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if msg, ok := continuation.FromRequest(r).Attribute("msg").(string); ok && r.URL.Path == "/goexit" {
+			io.WriteString(w, msg)
+			runtime.Goexit()
+		}
+		ws.ServeHTTP(w, r)
+	}), continuation.WithWorkers(1), continuation.WithDefaultTimeout(0))
+	srv := continuationtest.Detached.NewServer(t, d)
+	conns := make([]*rawConn, n)
+	for i := range conns {
+		conns[i] = dialRaw(t, srv.Listener.Addr().String())
+		path := "/"
+		if i%50 == 0 {
+			path = "/goexit"
+		}
+		conns[i].send(t, getRequest(path))
+		require.Eventually(t, func() bool { return ws.len() == i+1 }, 30*time.Second, time.Millisecond)
+	}
+	continuationtest.WaitDetached(t, d, n)
+	require.Equal(t, n, ws.broadcast("hello"))
+	for i, rc := range conns {
+		if i%50 == 0 {
+			assert.True(t, rc.closed(t), "a connection whose handler called runtime.Goexit")
+			continue
+		}
+		_, _, body := rc.response(t, http.MethodGet)
+		assert.Equal(t, "hello", body)
+	}
+	require.Eventually(t, func() bool { return d.Detached() == 0 }, 30*time.Second, time.Millisecond)
+}

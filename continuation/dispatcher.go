@@ -104,8 +104,11 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 	// before it counts requests. So either this request sees closing, or
 	// Drain sees this request.
 	d.active.Add(1)
-	handedOff := false
+	handedOff, holding := false, false
 	defer func() {
+		if holding {
+			d.releaseSlot()
+		}
 		// Once the request has detached, it is no longer this goroutine's:
 		// whoever finishes it accounts for it.
 		if !handedOff {
@@ -135,7 +138,48 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 		}
 		return // otherwise the client is gone: nobody to answer
 	}
-	handedOff = d.serve(c, outNone)
+	holding = true
+	handedOff = d.serve(c, outNone, &holding)
+}
+
+// releaseSlot gives up a pool slot, starting the step of the detached
+// request it goes to, if it goes to one.
+func (d *Dispatcher) releaseSlot() {
+	if next := d.pool.release(); next != nil {
+		go d.runDetached(next)
+	}
+}
+
+// runDetached runs the steps of detached requests on one goroutine, which
+// holds a pool slot: c's, then, as long as the pool hands the slot to
+// another detached request when a step ends, that one's. A burst of wake-
+// ups (a broadcast) runs on a few goroutines whose stacks have grown
+// already, not on a new goroutine for each.
+func (d *Dispatcher) runDetached(c *Continuation) {
+	for c != nil {
+		c = d.stepDetached(c)
+	}
+}
+
+// stepDetached goes on with a detached request whose wait has ended, and
+// returns the detached request the slot goes to next, if any.
+func (d *Dispatcher) stepDetached(c *Continuation) (next *Continuation) {
+	holding, handedOff, returned := true, false, false
+	defer func() {
+		if !handedOff {
+			d.requestDone()
+		}
+		if holding {
+			next = d.pool.release()
+			if next != nil && !returned { // runtime.Goexit: this goroutine is going
+				go d.runDetached(next)
+				next = nil
+			}
+		}
+	}()
+	handedOff = d.serve(c, c.woken(), &holding)
+	returned = true
+	return nil
 }
 
 // serve runs the request from where it stands, holding a pool slot: from
@@ -143,32 +187,30 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 // ended with out. It runs dispatches, and the waits between them that
 // stay attached, until the request finishes; it returns handedOff true
 // when the request has detached to wait instead: this goroutine is then
-// done with it, and the pool starts another when the wait ends (resume).
-func (d *Dispatcher) serve(c *Continuation, out outcome) (handedOff bool) {
-	holding := true
+// done with it, and the pool hands it to another when the wait ends. The
+// slot is the caller's to give back unless *holding says it was given back
+// already (serve does, before an attached request waits or finishes).
+func (d *Dispatcher) serve(c *Continuation, out outcome, holding *bool) (handedOff bool) {
 	cut := true // unless run returns: runtime.Goexit cuts the connection, as with net/http
 	defer func() {
 		if handedOff {
 			return
 		}
 		// Every way out comes through here, runtime.Goexit in a handler or
-		// a listener included: give back the slot if it is still held, end
-		// the request (and a suspension its last dispatch left behind),
-		// and end a detached request's hold on its connection.
-		if holding {
-			d.pool.release()
-		}
+		// a listener included: end the request (and a suspension its last
+		// dispatch left behind), and a detached request's hold on its
+		// connection.
 		c.finish()
 		if c.dc != nil {
 			d.endDetached(c, cut)
 		}
 	}()
-	handedOff, cut = d.run(c, out, &holding)
+	handedOff, cut = d.run(c, out, holding)
 	return handedOff
 }
 
 // run is serve's loop. It reports whether the request detached, or else
-// whether its response was cut short by a panic; holding tracks the slot.
+// whether its response was cut short by a panic.
 func (d *Dispatcher) run(c *Continuation, out outcome, holding *bool) (handedOff, cut bool) {
 	kind := kindInitial
 	if out != outNone {
@@ -183,7 +225,7 @@ func (d *Dispatcher) run(c *Continuation, out outcome, holding *bool) (handedOff
 		if p, stack, ok := d.runHandler(c); !ok {
 			cut = d.recovered(c, p, stack)
 			if cut && c.dc == nil {
-				d.pool.release()
+				d.releaseSlot()
 				*holding = false
 				c.finish()
 				panic(http.ErrAbortHandler) // net/http drops the connection quietly
@@ -192,17 +234,19 @@ func (d *Dispatcher) run(c *Continuation, out outcome, holding *bool) (handedOff
 		}
 		why := d.prepareWait(c)
 		next, timeout := c.returned()
-		if next == stepRedispatch { // resumed before the handler returned
+		switch {
+		case next == stepRedispatch: // resumed before the handler returned
 			kind = kindResumed
 			continue // same goroutine, same slot, at once
-		}
-		d.pool.release()
-		*holding = false
-		switch next {
-		case stepFinish:
-			return false, false
-		case stepLeave:
+		case next == stepLeave:
 			return true, false
+		case next == stepFinish && c.dc != nil:
+			return false, false // the slot stays, for finishing the response
+		}
+		d.releaseSlot()
+		*holding = false
+		if next == stepFinish {
+			return false, false
 		}
 		if why != detachedOK {
 			d.metrics.attachedWaits[why].Inc()

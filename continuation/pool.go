@@ -9,8 +9,10 @@ import (
 // request's own net/http goroutine runs its dispatches once it holds a slot,
 // so a dispatch costs no goroutine handoff (the alternative is measured in
 // docs/benchmarks.md, "Design choices in the engine"). A detached request
-// has no goroutine of its own: the pool starts one for it when it grants
-// it a slot, which the goroutine gives back when it is done.
+// has no goroutine of its own: when it is granted a slot, the slot comes
+// with it to whoever takes it (schedule's caller starts a goroutine; a
+// goroutine that releases its slot runs the request's step itself, if it
+// has nothing else to do).
 //
 // Requests that find every slot taken wait in one of two FIFO queues: new
 // requests (bounded by the queue size, beyond which they are refused) and
@@ -31,7 +33,7 @@ type pool struct {
 // fields belong to the pool and are guarded by pool.mu.
 type waiter struct {
 	wake       chan struct{} // where release hands over a slot to a goroutine that waits; set by acquire
-	run        func()        // or, for a request without a goroutine, what release starts with the slot; set by schedule
+	detached   *Continuation // or the detached request that release hands the slot with; set by schedule
 	queued     bool
 	prev, next *waiter
 }
@@ -120,54 +122,56 @@ func (p *pool) acquireAgain(w *waiter, wake *wakeup) {
 	<-ch
 }
 
-// schedule takes a slot for the next step of a detached request, which has
-// no goroutine to wait with: run starts on a new goroutine, holding the
-// slot, now if a slot is free, or else when release hands one over (the
-// request queues with the redispatches, and like them is never refused).
-// It never blocks, so it may be called with any lock held.
-func (p *pool) schedule(w *waiter, run func()) {
+// schedule takes a slot for the next step of detached request c, which
+// has no goroutine to wait with: if one is free it reports true, and the
+// caller starts c's step on a new goroutine; otherwise c queues with the
+// redispatches (and like them is never refused), and release hands it
+// over with a slot. It never blocks, so it may be called with any lock
+// held.
+func (p *pool) schedule(w *waiter, c *Continuation) bool {
 	p.mu.Lock()
 	if p.free > 0 {
 		p.free--
 		p.mu.Unlock()
-		go run()
-		return
+		return true
 	}
-	w.run = run
+	w.detached = c
 	p.again.push(w)
 	p.mu.Unlock()
 	p.queueGauge.Add(1)
+	return false
 }
 
 // release frees the caller's slot, handing it straight to a waiter if any.
-func (p *pool) release() {
+// A goroutine that waits is woken with it; a detached request is returned
+// with it instead, and the caller must run that request's step: on its
+// own goroutine if it has nothing else to do, else on a new one.
+func (p *pool) release() (next *Continuation) {
 	p.mu.Lock()
-	var next *waiter
+	var w *waiter
 	switch {
 	case p.fresh.len > 0 && (p.again.len == 0 || p.freshStreak < freshBurst):
-		next = p.fresh.pop()
+		w = p.fresh.pop()
 		p.freshStreak++
 	case p.again.len > 0:
-		next = p.again.pop()
+		w = p.again.pop()
 		p.freshStreak = 0
 	default:
 		p.free++
 	}
 	var wake chan struct{}
-	var run func()
-	if next != nil {
-		wake, run = next.wake, next.run
-		next.wake, next.run = nil, nil
+	if w != nil {
+		wake, next = w.wake, w.detached
+		w.wake, w.detached = nil, nil
 	}
 	p.mu.Unlock()
-	switch {
-	case run != nil:
+	if w != nil {
 		p.queueGauge.Add(-1)
-		go run()
-	case wake != nil:
-		p.queueGauge.Add(-1)
+	}
+	if wake != nil {
 		wake <- struct{}{}
 	}
+	return next
 }
 
 // waitQueue is an intrusive FIFO list of waiters, so that an abandoned
