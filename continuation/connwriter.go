@@ -57,23 +57,18 @@ type connWriter struct {
 // and to send a short answer with a Content-Length.
 const preBufferSize = 2 << 10
 
+// The buffers of the responses being written, shared by all detached
+// requests. (The writer net/http hands over with a hijacked connection is
+// not kept for them: a pool that got one per detached request and gave
+// out one per write in progress would hold thousands.)
 var (
 	preBuffers  = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, preBufferSize) }}
 	connBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, connBufferSize) }}
 )
 
-// connBufferSize is the size of net/http's connection writer, whose
-// hijacked instances are recycled into connBuffers.
+// connBufferSize is the size of the buffer between a response and its
+// connection, net/http's.
 const connBufferSize = 4 << 10
-
-// recycleConnBuffer keeps a writer that net/http handed over with a
-// hijacked connection, for the detached responses to come.
-func recycleConnBuffer(bw *bufio.Writer) {
-	if bw != nil && bw.Size() == connBufferSize {
-		bw.Reset(nil)
-		connBuffers.Put(bw)
-	}
-}
 
 // init prepares w for a request that detaches now, with the header map
 // the handler used so far; rw says whether net/http sent the header

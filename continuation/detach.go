@@ -111,7 +111,6 @@ func (d *Dispatcher) detach(c *Continuation) attachReason {
 		dc.conn = pc.Conn
 		dc.prefix = append(dc.prefix, pc.prefix...)
 	}
-	recycleConnBuffer(brw.Writer)
 	dc.w.init(dc, c.req, header, &c.rw)
 	if _, isTLS := conn.(*tls.Conn); isTLS && len(dc.prefix) > 0 {
 		dc.prefix = nil
