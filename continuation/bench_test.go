@@ -10,6 +10,7 @@ package continuation_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -226,6 +227,47 @@ func BenchmarkParkedMemory(b *testing.B) {
 				s.broadcast("bye")
 				wg.Wait()
 				client.CloseIdleConnections()
+				stop()
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// BenchmarkWaitingMemory is BenchmarkParkedMemory with clients that are
+// bare connections (a request written, no goroutine, no buffers), so that
+// the figures are the server's: its heap and stacks per waiting request,
+// and its goroutines. Run it with -benchtime=1x.
+func BenchmarkWaitingMemory(b *testing.B) {
+	const n = 5000
+	for _, impl := range implementations() {
+		b.Run(impl.name, func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				s := impl.new()
+				ts, stop := impl.serve(s)
+				conns := make([]net.Conn, 0, n)
+				before := inUse()
+				for range n {
+					conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+					if err != nil {
+						b.Fatal(err)
+					}
+					io.WriteString(conn, "GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+					conns = append(conns, conn)
+				}
+				impl.waitHeld(s, n)
+				time.Sleep(100 * time.Millisecond) // for net/http's goroutines of detached requests to exit
+				after := inUse()
+				heap, stack := int64(after.heap)-int64(before.heap), int64(after.stack)-int64(before.stack)
+				b.ReportMetric(float64(heap)/n, "heapB/waiting")
+				b.ReportMetric(float64(stack)/n, "stackB/waiting")
+				b.ReportMetric(float64(heap+stack)/n, "B/waiting")
+				b.ReportMetric(float64(after.goroutines-before.goroutines)/n, "goroutines/waiting")
+				s.broadcast("bye")
+				for _, conn := range conns {
+					conn.Close()
+				}
 				stop()
 				b.StartTimer()
 			}
