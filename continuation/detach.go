@@ -11,11 +11,11 @@ import (
 // A request that is about to wait detaches from net/http when it can: the
 // Dispatcher takes its connection over (Hijack), so that net/http's
 // goroutines and buffers for it go, and the request waits with no
-// goroutine at all. The Dispatcher's poller watches the connection for
-// the client hanging up; the end of the wait queues the request on the
-// pool, which gives it a goroutine with a slot; the response
-// goes on in a connWriter; when it ends, the connection goes back to the
-// http.Server through the listener it came from (detachingListener).
+// goroutine at all. The Dispatcher's poller watches the connection for the
+// client hanging up; the end of the wait queues the request on the pool,
+// which gives it a goroutine with a slot; the response goes on in a
+// connWriter; when it ends, the connection goes back to the http.Server
+// through the listener it came from (detachingListener).
 
 // attachReason says why a waiting request kept its net/http goroutine.
 type attachReason uint8

@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"runtime"
 	"slices"
@@ -471,6 +472,7 @@ func TestAttachedWaitReasons(t *testing.T) {
 		reason string
 		wrap   func(h http.Handler) http.Handler
 		mode   continuationtest.ServeMode
+		listen func(net.Listener) net.Listener // what DetachingListener wraps, if set
 		do     func(t *testing.T, url string, client *http.Client) *http.Response
 	}
 	getIt := func(t *testing.T, url string, client *http.Client) *http.Response {
@@ -510,6 +512,8 @@ func TestAttachedWaitReasons(t *testing.T) {
 				require.NoError(t, err)
 				return resp
 			}},
+		{name: "a listener whose connections give no socket", reason: "connection", mode: continuationtest.Attached, do: getIt,
+			listen: func(ln net.Listener) net.Listener { return wrappingListener{ln} }},
 		{name: "a Transfer-Encoding of the handler's", reason: "framing", mode: continuationtest.Detached,
 			do: func(t *testing.T, url string, client *http.Client) *http.Response {
 				resp, err := client.Get(url + "/te")
@@ -542,6 +546,9 @@ func TestAttachedWaitReasons(t *testing.T) {
 			}
 			srv := tt.mode.NewUnstartedServer(t, d)
 			srv.Config.Handler = served
+			if tt.listen != nil {
+				srv.Listener = continuation.DetachingListener(srv.Config, tt.listen(srv.Listener))
+			}
 			srv.Start()
 			client := &http.Client{Transport: &http.Transport{}}
 			defer client.CloseIdleConnections()
@@ -559,6 +566,18 @@ func TestAttachedWaitReasons(t *testing.T) {
 			assert.Equal(t, "resumed", strings.TrimSpace(string(b)))
 		})
 	}
+}
+
+// wrappingListener wraps its connections in a type of its own, as
+// netutil.LimitListener does: one that gives no file descriptor.
+type wrappingListener struct{ net.Listener }
+
+func (l wrappingListener) Accept() (net.Conn, error) {
+	conn, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return struct{ net.Conn }{conn}, nil
 }
 
 // The request's context, detached: alive while the request waits (net/http
@@ -660,9 +679,10 @@ func TestDetachedHandBackIsNewConnection(t *testing.T) {
 		then: func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "polled") },
 	}
 	d := continuation.NewDispatcher(h)
-	srv := continuationtest.Detached.NewUnstartedServer(t, d)
+	srv := httptest.NewUnstartedServer(d)
 	var mu sync.Mutex
 	var states []http.ConnState
+	// Set before DetachingListener, which wraps it.
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		mu.Lock()
 		states = append(states, s)
@@ -670,7 +690,12 @@ func TestDetachedHandBackIsNewConnection(t *testing.T) {
 	}
 	srv.Config.ReadHeaderTimeout = 200 * time.Millisecond
 	srv.Config.IdleTimeout = time.Hour
+	srv.Listener = continuation.DetachingListener(srv.Config, srv.Listener)
 	srv.Start()
+	t.Cleanup(func() {
+		d.Drain()
+		srv.Close()
+	})
 	rc := dialRaw(t, srv.Listener.Addr().String())
 	rc.send(t, getRequest("/"))
 	c := <-h.cs
@@ -924,4 +949,109 @@ func TestDetachedBroadcastOneWorker(t *testing.T) {
 		assert.Equal(t, "hello", body)
 	}
 	require.Eventually(t, func() bool { return d.Detached() == 0 }, 30*time.Second, time.Millisecond)
+}
+
+// http.ResponseController works on a detached response as on net/http's:
+// a write deadline that has passed fails the flush, a read deadline and
+// full duplex are accepted.
+func TestDetachedResponseController(t *testing.T) {
+	results := make(chan [3]error, 1)
+	h := &waitForOne{
+		cs: make(chan *continuation.Continuation, 1),
+		then: func(w http.ResponseWriter, r *http.Request) {
+			rc := http.NewResponseController(w)
+			read, duplex := rc.SetReadDeadline(time.Now().Add(time.Minute)), rc.EnableFullDuplex()
+			require.NoError(t, rc.SetWriteDeadline(time.Now().Add(-time.Second)))
+			io.WriteString(w, "late")
+			results <- [3]error{read, duplex, rc.Flush()}
+		},
+	}
+	_, rc, c := waitDetached(t, h)
+	require.NoError(t, c.Resume())
+	errs := <-results
+	assert.NoError(t, errs[0], "SetReadDeadline")
+	assert.NoError(t, errs[1], "EnableFullDuplex")
+	assert.ErrorIs(t, errs[2], os.ErrDeadlineExceeded, "Flush after the write deadline")
+	assert.True(t, rc.closed(t), "a connection that failed a write is not reused")
+}
+
+// Middleware before the Dispatcher sees ServeHTTP return when the request
+// detaches, while it still waits; attached, only once it is answered.
+func TestModesMiddlewareSeesReturn(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode continuationtest.ServeMode) {
+		h := &waitForOne{
+			cs:   make(chan *continuation.Continuation, 1),
+			then: func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "answered") },
+		}
+		d := continuation.NewDispatcher(h)
+		returned := make(chan struct{}, 1)
+		srv := mode.NewUnstartedServer(t, d)
+		srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			d.ServeHTTP(w, r)
+			returned <- struct{}{}
+		})
+		srv.Start()
+		rc := dialRaw(t, srv.Listener.Addr().String())
+		rc.send(t, getRequest("/"))
+		c := <-h.cs
+		continuationtest.WaitSuspended(t, d, 1)
+		if mode == continuationtest.Detached {
+			select {
+			case <-returned:
+			case <-time.After(30 * time.Second):
+				t.Fatal("ServeHTTP did not return when the request detached")
+			}
+			assert.True(t, c.IsSuspended())
+		} else {
+			require.Never(t, func() bool { return len(returned) > 0 }, 100*time.Millisecond, 10*time.Millisecond,
+				"ServeHTTP returned while the attached request waits")
+		}
+		require.NoError(t, c.Resume())
+		_, _, body := rc.response(t, http.MethodGet)
+		assert.Equal(t, "answered", body)
+		if mode == continuationtest.Attached {
+			<-returned
+		}
+	})
+}
+
+// A detached client that pipelines a request and then closes its sending
+// side is noticed as gone (net/http, holding the pipelined bytes, would
+// not notice it while attached).
+func TestDetachedPipelinedHalfClose(t *testing.T) {
+	h := newWaitForever()
+	d := continuation.NewDispatcher(h)
+	srv := continuationtest.Detached.NewServer(t, d)
+	rc := dialRaw(t, srv.Listener.Addr().String())
+	rc.send(t, getRequest("/poll")+getRequest("/next"))
+	<-h.parked
+	continuationtest.WaitDetached(t, d, 1)
+	require.NoError(t, rc.Conn.(*net.TCPConn).CloseWrite())
+	select {
+	case <-h.completed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the half-close was not noticed")
+	}
+	assert.False(t, h.redispatched.Load())
+}
+
+// The gauge of detached requests follows them.
+func TestDetachedGauge(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	h := &waitForOne{
+		cs:   make(chan *continuation.Continuation, 1),
+		then: func(w http.ResponseWriter, r *http.Request) {},
+	}
+	d := continuation.NewDispatcher(h, continuation.WithMetrics(reg))
+	srv := continuationtest.Detached.NewServer(t, d)
+	rc := dialRaw(t, srv.Listener.Addr().String())
+	rc.send(t, getRequest("/"))
+	c := <-h.cs
+	continuationtest.WaitDetached(t, d, 1)
+	assert.Equal(t, 1.0, gaugeValue(t, reg, "cometkit_requests_detached"))
+	require.NoError(t, c.Resume())
+	rc.response(t, http.MethodGet)
+	require.Eventually(t, func() bool { return gaugeValue(t, reg, "cometkit_requests_detached") == 0 },
+		10*time.Second, time.Millisecond)
+	assert.Equal(t, 0.0, metricValue(t, reg, "cometkit_attached_waits_total", "", ""), "waits counted as attached")
 }

@@ -199,8 +199,9 @@
 // give no socket to watch. cometkit_attached_waits_total counts those
 // waits by reason.
 //
-// The contract's behaviour is the same either way; the tests run every
-// scenario over the wire in both modes. What differs, and can be seen:
+// The contract's behaviour is the same either way (the package's tests of
+// behaviour over the wire run in both modes). What differs, and can be
+// seen:
 //
 //   - Middleware placed before the Dispatcher sees ServeHTTP return when
 //     the request detaches: a logger there logs the wait, not the answer;
@@ -228,7 +229,9 @@
 //   - The OnTimeout and OnComplete listeners of a detached request run on
 //     a worker, since that is what gives it a goroutine.
 //   - A client that closes its sending side while it waits ends the wait
-//     as a disconnect, as with net/http, even after pipelining a request.
+//     as a disconnect, as with net/http; detached, also when it has
+//     pipelined a request first (net/http, holding those bytes, stops
+//     watching the connection).
 //
 // http.Server.WriteTimeout keeps counting from the request's arrival, as
 // net/http counts it. The poller is started by the first request that

@@ -59,8 +59,9 @@ func ListenAndServeTLS(srv *http.Server, certFile, keyFile string) error {
 // ServeTLS is srv.ServeTLS(ln, certFile, keyFile) with detaching. As with
 // net/http, the certificate comes from the files, or from srv.TLSConfig
 // when both names are empty, and HTTP/2 is offered unless srv's
-// Protocols or TLSNextProto rule it out; HTTP/2 requests wait attached.
-// The listener is closed when ServeTLS returns.
+// Protocols or TLSNextProto rule it out (as net/http's ServeTLS, it adds
+// "h2" to srv.TLSConfig's NextProtos for that, on a copy); HTTP/2
+// requests wait attached. The listener is closed when ServeTLS returns.
 func ServeTLS(srv *http.Server, ln net.Listener, certFile, keyFile string) error {
 	cfg, err := serverTLSConfig(srv, certFile, keyFile)
 	if err != nil {
@@ -195,7 +196,9 @@ func markServer(srv *http.Server) {
 	srv.BaseContext = func(ln net.Listener) context.Context {
 		ctx := context.Background()
 		if base != nil {
-			ctx = base(ln)
+			if ctx = base(ln); ctx == nil {
+				return nil // for http.Server.Serve to say what is wrong
+			}
 		}
 		if l, ok := ln.(*detachingListener); ok {
 			ctx = context.WithValue(ctx, listenerKey{}, l)

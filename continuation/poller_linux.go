@@ -165,13 +165,6 @@ func (p *poller) registered() []*Continuation {
 	return cs
 }
 
-// len returns the number of requests registered.
-func (p *poller) len() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.n
-}
-
 // run waits for hang-ups until stop. A hung-up connection leaves the
 // epoll set at once (the event would repeat), and its request hears of it
 // outside the lock.

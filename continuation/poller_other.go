@@ -22,5 +22,4 @@ func (*poller) add(*Continuation, net.Conn) pollHandle { return pollHandle{} }
 func (*poller) remove(pollHandle)                      {}
 func (*poller) unwatch(pollHandle)                     {}
 func (*poller) registered() []*Continuation            { return nil }
-func (*poller) len() int                               { return 0 }
 func (*poller) stop()                                  {}

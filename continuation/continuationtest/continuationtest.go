@@ -184,8 +184,10 @@ func (m ServeMode) NewServer(tb testing.TB, d *continuation.Dispatcher) *httptes
 }
 
 // NewUnstartedServer is [ServeMode.NewServer] without the Start, for a
-// test that configures the server first (not its BaseContext, which a
-// Detached server uses).
+// test that configures the server first: not its BaseContext or
+// ConnState, which a Detached server has wrapped already (set them on an
+// httptest.Server of your own, then wrap its Listener with
+// [continuation.DetachingListener]).
 func (m ServeMode) NewUnstartedServer(tb testing.TB, d *continuation.Dispatcher) *httptest.Server {
 	tb.Helper()
 	srv := httptest.NewUnstartedServer(d)
