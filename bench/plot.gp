@@ -1,10 +1,10 @@
-# Draws docs/img/benchmarks.png from bench/results/plot.dat (see bench/run.sh).
+# Draws the plot of bench/run.sh (ARG2, a PNG) from its plot.dat (ARG1).
 set terminal pngcairo size 1100,460 font "sans,11"
 set output ARG2
-set multiplot layout 1,2 title "cometkit (examples/longpoll) against the naive server, one machine, one run"
+set multiplot layout 1,2 title "cometkit (examples/longpoll) against the naive server, one machine (medians of the runs)"
 set logscale x
 set xrange [500:200000]
-set xlabel "held requests (HTTP/1.1 up to 19k, h2c at 100k)"
+set xlabel "held requests (HTTP/1.1 up to 19k; h2c beyond)"
 set grid
 set key top left
 set ylabel "fan-out time, one broadcast to all (ms)"

@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # Reproduces the server comparison in docs/benchmarks.md: examples/longpoll
-# (cometkit) against bench/naive, driven by cmd/cometload with the same load,
-# one after the other, on this machine. For each size, each server is
-# started afresh and measured in two phases:
+# (cometkit, serving with detaching) against bench/naive, driven by
+# cmd/cometload with the same load, one after the other, on this machine;
+# the server pinned to one core and the load generator to another (taskset).
+# For each size, each server is started afresh and measured in two phases:
 #   fanout: every subscriber waiting, then 10 single broadcasts, each once
 #           all have re-polled: memory per held request (RSS loaded − idle),
 #           fan-out time p50/p99, CPU per delivery;
 #   steady: a publish every 200 ms for 20 s, clients re-polling with since=:
 #           delivered fraction, latency p99, CPU per delivery.
+# After each phase, with every client waiting again, the RSS per client
+# (after − idle); at the end of the steady phase the server gets SIGQUIT and
+# its goroutines are counted from the stacks it prints.
 # HTTP/1.1 at 1k, 10k and 19k held (a process may hold 20,000 files), and
 # h2c at 100k (HTTP/2, 250 streams per connection). Writes
 # bench/results/{results.jsonl,table.md,plot.dat} and docs/img/benchmarks.png.
 #
-#   bench/run.sh                      # the whole run, about 15 minutes
-#   SIZES="1000" H2C_SIZES="" bench/run.sh   # a quick look
+# Each server is measured REPEAT times, the repetitions interleaved (the
+# machine's load drifts); the table has the medians.
+#
+#   bench/run.sh                      # the whole run: an hour and a half
+#   SIZES="1000" H2C_SIZES="" REPEAT=1 bench/run.sh   # a quick look
+#   OUT=bench/results/other PLOT=docs/img/other.png bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +29,9 @@ SIZES=${SIZES-"1000 10000 19000"}
 H2C_SIZES=${H2C_SIZES-"100000"}
 ROUNDS=${ROUNDS:-10}
 STEADY=${STEADY:-20s}
-OUT=bench/results
+REPEAT=${REPEAT:-3}
+OUT=${OUT:-bench/results}
+PLOT=${PLOT:-docs/img/benchmarks.png}
 BIN=$(mktemp -d)
 server_pid=""
 trap 'if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi; rm -rf "$BIN"' EXIT
@@ -32,17 +42,21 @@ if ! command -v gnuplot >/dev/null; then
 	$sudo apt-get install -y -qq gnuplot-nox >/dev/null
 fi
 go build -o "$BIN/" ./examples/longpoll ./bench/naive ./cmd/cometload ./bench/report
-mkdir -p "$OUT" docs/img
+mkdir -p "$OUT" "$(dirname "$PLOT")"
 : >"$OUT/results.jsonl"
+# One core for the server, another for the load generator, where there are two.
+SERVER_CPU=() LOAD_CPU=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then SERVER_CPU=(taskset -c 0) LOAD_CPU=(taskset -c 1); fi
 
 # measure SERVER N TRANSPORT: one fresh server, both phases.
 measure() {
 	local server=$1 n=$2 transport=$3 port=9370 args=()
 	# Clients wait up to 60 s, so none times out during a phase. The queue
 	# holds every re-poll of a broadcast to all (see docs/operations.md).
+	local stacks="$BIN/stacks"
 	case $server in
-	cometkit) "$BIN/longpoll" -addr 127.0.0.1:$port -timeout 60s -queue "$n" 2>/dev/null & ;;
-	naive) "$BIN/naive" -addr 127.0.0.1:$port -timeout 60s 2>/dev/null & ;;
+	cometkit) "${SERVER_CPU[@]}" "$BIN/longpoll" -addr 127.0.0.1:$port -timeout 60s -queue "$n" 2>"$stacks" & ;;
+	naive) "${SERVER_CPU[@]}" "$BIN/naive" -addr 127.0.0.1:$port -timeout 60s 2>"$stacks" & ;;
 	esac
 	local pid=$!
 	server_pid=$pid
@@ -53,18 +67,26 @@ measure() {
 	# sent them: more for more clients.
 	local settle=$((200 + n / 100))ms
 	for phase in fanout steady; do
-		if [ $phase = fanout ]; then args=(-rounds "$ROUNDS" -settle "$settle"); else args=(-rate 5 -duration "$STEADY" -settle "$settle"); fi
+		local goroutines=0
+		if [ $phase = fanout ]; then args=(-rounds "$ROUNDS" -settle "$settle"); else args=(-rate 5 -duration "$STEADY" -settle "$settle" -sigquit); fi
 		echo "run.sh: $server, $n over $transport, $phase" >&2
-		line=$("$BIN/cometload" "${load[@]}" "${args[@]}" | tail -1)
-		echo "{\"server\":\"$server\",\"phase\":\"$phase\",\"transport\":\"$transport\",\"result\":$line}" >>"$OUT/results.jsonl"
+		line=$("${LOAD_CPU[@]}" "$BIN/cometload" "${load[@]}" "${args[@]}" | tail -1)
+		if [ $phase = steady ]; then
+			wait "$pid" 2>/dev/null || true # dead of the SIGQUIT, its goroutines printed
+			goroutines=$(grep -c '^goroutine [0-9]' "$stacks" || true)
+		fi
+		echo "{\"server\":\"$server\",\"phase\":\"$phase\",\"transport\":\"$transport\",\"goroutines\":$goroutines,\"result\":$line}" >>"$OUT/results.jsonl"
 	done
-	kill "$pid"; wait "$pid" 2>/dev/null || true
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
 	server_pid=""
 }
 
-for n in $SIZES; do for s in cometkit naive; do measure $s "$n" http1; done; done
-for n in $H2C_SIZES; do for s in cometkit naive; do measure $s "$n" h2c; done; done
+for _ in $(seq "$REPEAT"); do
+	for n in $SIZES; do for s in cometkit naive; do measure $s "$n" http1; done; done
+	for n in $H2C_SIZES; do for s in cometkit naive; do measure $s "$n" h2c; done; done
+done
 
 "$BIN/report" -in "$OUT/results.jsonl" -out "$OUT"
-gnuplot -c bench/plot.gp "$OUT/plot.dat" docs/img/benchmarks.png
+gnuplot -c bench/plot.gp "$OUT/plot.dat" "$PLOT"
 cat "$OUT/table.md"

@@ -8,7 +8,9 @@ package continuation_test
 //	go test -run '^$' -bench . -benchmem ./continuation/
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -72,16 +74,49 @@ type server interface {
 
 func (s *naiveServer) waitParked() { <-s.parked }
 
-func implementations() []struct {
-	name string
-	new  func() server
-} {
-	return []struct {
-		name string
-		new  func() server
-	}{
-		{"naive", func() server { return &naiveServer{parked: make(chan struct{}, 1<<16)} }},
-		{"cometkit", func() server { return newDispatched() }},
+// implementations are the servers the benchmarks compare: naive, and
+// cometkit served attached and detached (over loopback; in process there
+// is no connection to detach).
+func implementations() []implementation {
+	return []implementation{
+		{"naive", func() server { return &naiveServer{parked: make(chan struct{}, 1<<16)} }, false},
+		{"cometkit", func() server { return newDispatched() }, false},
+		{"cometkit-detached", func() server { return newDispatched() }, true},
+	}
+}
+
+type implementation struct {
+	name   string
+	new    func() server
+	detach bool
+}
+
+// serve starts s on loopback, served with detaching if impl says so, and
+// returns the server and what stops it (the Dispatcher's poller included).
+func (impl implementation) serve(s server) (*httptest.Server, func()) {
+	ts := httptest.NewUnstartedServer(s)
+	if impl.detach {
+		ts.Listener = continuation.DetachingListener(ts.Config, ts.Listener)
+	}
+	ts.Start()
+	return ts, func() {
+		if ds, ok := s.(*dispatched); ok {
+			ds.d.Shutdown(context.Background())
+		}
+		ts.Close()
+	}
+}
+
+// waitHeld waits until n requests wait: for a detached server, until they
+// have detached.
+func (impl implementation) waitHeld(s server, n int) {
+	for i := 0; i < n; i++ {
+		s.waitParked()
+	}
+	if ds, ok := s.(*dispatched); ok && impl.detach {
+		for ds.d.Detached() < n {
+			time.Sleep(time.Millisecond)
+		}
 	}
 }
 
@@ -110,6 +145,9 @@ func (w *discardWriter) WriteHeader(int)             {}
 // in process (no network), so the figures are the framework's own cost.
 func BenchmarkRoundTrip(b *testing.B) {
 	for _, impl := range implementations() {
+		if impl.detach {
+			continue // in process, nothing to detach
+		}
 		b.Run(impl.name, func(b *testing.B) {
 			s := impl.new()
 			req := httptest.NewRequest(http.MethodGet, "/", nil)
@@ -133,8 +171,8 @@ func BenchmarkRoundTripLoopback(b *testing.B) {
 	for _, impl := range implementations() {
 		b.Run(impl.name, func(b *testing.B) {
 			s := impl.new()
-			ts := httptest.NewServer(s)
-			defer ts.Close()
+			ts, stop := impl.serve(s)
+			defer stop()
 			client := ts.Client()
 			defer client.CloseIdleConnections()
 			done := make(chan struct{})
@@ -166,7 +204,7 @@ func BenchmarkParkedMemory(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				s := impl.new()
-				ts := httptest.NewServer(s)
+				ts, stop := impl.serve(s)
 				tr := &http.Transport{MaxIdleConnsPerHost: n}
 				client := &http.Client{Transport: tr}
 				before := inUse()
@@ -180,9 +218,7 @@ func BenchmarkParkedMemory(b *testing.B) {
 						}
 					})
 				}
-				for range n {
-					s.waitParked()
-				}
+				impl.waitHeld(s, n)
 				after := inUse()
 				b.ReportMetric(float64(after.heap-before.heap)/n, "heapB/parked")
 				b.ReportMetric(float64(after.stack-before.stack)/n, "stackB/parked")
@@ -191,7 +227,48 @@ func BenchmarkParkedMemory(b *testing.B) {
 				s.broadcast("bye")
 				wg.Wait()
 				client.CloseIdleConnections()
-				ts.Close()
+				stop()
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// BenchmarkWaitingMemory is BenchmarkParkedMemory with clients that are
+// bare connections (a request written, no goroutine, no buffers), so that
+// the figures are the server's: its heap and stacks per waiting request,
+// and its goroutines. Run it with -benchtime=1x.
+func BenchmarkWaitingMemory(b *testing.B) {
+	const n = 5000
+	for _, impl := range implementations() {
+		b.Run(impl.name, func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				s := impl.new()
+				ts, stop := impl.serve(s)
+				conns := make([]net.Conn, 0, n)
+				before := inUse()
+				for range n {
+					conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+					if err != nil {
+						b.Fatal(err)
+					}
+					io.WriteString(conn, "GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+					conns = append(conns, conn)
+				}
+				impl.waitHeld(s, n)
+				time.Sleep(100 * time.Millisecond) // for net/http's goroutines of detached requests to exit
+				after := inUse()
+				heap, stack := int64(after.heap)-int64(before.heap), int64(after.stack)-int64(before.stack)
+				b.ReportMetric(float64(heap)/n, "heapB/waiting")
+				b.ReportMetric(float64(stack)/n, "stackB/waiting")
+				b.ReportMetric(float64(heap+stack)/n, "B/waiting")
+				b.ReportMetric(float64(after.goroutines-before.goroutines)/n, "goroutines/waiting")
+				s.broadcast("bye")
+				for _, conn := range conns {
+					conn.Close()
+				}
+				stop()
 				b.StartTimer()
 			}
 		})

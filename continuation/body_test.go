@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,7 +167,10 @@ func (p *post) readAnswer() {
 	if a.close {
 		p.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		_, err = br.ReadByte()
-		a.closed = errors.Is(err, io.EOF)
+		// A reset is a close too: the server closes a connection with
+		// body still unread on it (a request refused before its body was
+		// read), and then the kernel sends RST instead of FIN.
+		a.closed = errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 	}
 	p.answer <- a
 }

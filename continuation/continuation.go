@@ -19,16 +19,20 @@ import (
 // that its state-changing methods then return ErrCompleted and its
 // attributes stay readable.
 type Continuation struct {
-	d    *Dispatcher
-	h    http.Handler  // what every dispatch runs
-	req  *http.Request // what every dispatch sees; its context is &c.ctx
-	ctx  requestContext
-	rw   responseWriter
-	slot waiter // the request's place in the pool's queues; the pool's
+	d       *Dispatcher
+	h       http.Handler  // what every dispatch runs
+	req     *http.Request // what every dispatch sees; its context is &c.ctx
+	ctx     requestContext
+	rw      responseWriter
+	rwMu    sync.Mutex // held by outsideWriter's calls, and while the request detaches
+	slot    waiter     // the request's place in the pool's queues; the pool's
+	arrived int64      // when the request reached the Dispatcher, in Unix nanoseconds
 
 	mu          sync.Mutex
 	phase       phase
 	decision    decision // how the current suspension ends, once decided
+	ended       outcome  // how the waiting suspension ended, for whoever goes on with the request
+	hungUp      bool     // the client of a detached request closed its side of the connection
 	initial     bool
 	resumed     bool
 	expired     bool
@@ -46,6 +50,13 @@ type Continuation struct {
 	// slot handed over by the pool. The two never overlap: a request waiting
 	// for a slot is not suspended.
 	sig wakeup
+
+	// dc is the connection of a request that has detached from net/http
+	// (see detach.go), set before the request first waits detached and
+	// never unset. A detached request has no goroutine while it waits: the
+	// end of a suspension queues its next step on the pool, and a
+	// goroutine runs it once the pool grants a slot (runDetached).
+	dc *detached
 
 	// timer calls onTimer; one per request, reused across suspensions, and
 	// owned by the request's goroutine. Why a runtime timer and not a timing
@@ -130,22 +141,6 @@ func (f ListenerFuncs) OnTimeout(c *Continuation) {
 	}
 }
 
-type contextKey struct{}
-
-// requestContext is the request's context with the Continuation attached.
-// It lives inside the Continuation, so attaching it allocates nothing.
-type requestContext struct {
-	context.Context
-	c *Continuation
-}
-
-func (ctx *requestContext) Value(key any) any {
-	if key == (contextKey{}) {
-		return ctx.c
-	}
-	return ctx.Context.Value(key)
-}
-
 // FromRequest returns the Continuation of a request served through a
 // Dispatcher, or nil. Every method of a nil *Continuation panics with a
 // message that says so.
@@ -161,10 +156,12 @@ func FromContext(ctx context.Context) *Continuation {
 }
 
 func newContinuation(d *Dispatcher, h http.Handler, w http.ResponseWriter, r *http.Request) *Continuation {
-	c := &Continuation{d: d, h: h, initial: true, timeout: d.cfg.defaultTimeout}
+	c := &Continuation{d: d, h: h, initial: true, timeout: d.cfg.defaultTimeout, arrived: time.Now().UnixNano()}
 	c.ctx = requestContext{Context: r.Context(), c: c}
 	c.req = r.WithContext(&c.ctx)
 	c.rw.w = w
+	c.rw.recordHead = r.ProtoMajor == 1 && r.ProtoMinor == 1
+	c.rw.isHEAD = r.Method == http.MethodHead
 	return c
 }
 
@@ -185,15 +182,19 @@ func (c *Continuation) Request() *http.Request {
 	return c.req
 }
 
-// ResponseWriter returns the writer every dispatch receives, for code that
-// answers the request outside a dispatch: an OnTimeout listener, or the
-// goroutine that completes a suspended request (write, then Complete).
-// Like any http.ResponseWriter it must not be used concurrently, so use it
-// only while the request is suspended and before ending the suspension, or
-// from a listener (while OnTimeout listeners run, the response is theirs).
+// ResponseWriter returns a writer of the response that every dispatch
+// writes, for code that answers the request outside a dispatch: an
+// OnTimeout listener, or the goroutine that completes a suspended request
+// (write, then Complete). Like any http.ResponseWriter it must not be used
+// concurrently with the dispatch, so use it only while the request is
+// suspended and before ending the suspension, or from a listener (while
+// OnTimeout listeners run, the response is theirs). It may be used as soon
+// as Suspend has returned: what the Dispatcher does with the response when
+// the suspending dispatch returns (detaching the request) waits for each
+// call through this writer, and each such call for it.
 func (c *Continuation) ResponseWriter() http.ResponseWriter {
 	c.mustBeServed("ResponseWriter")
-	return &c.rw
+	return outsideWriter{c}
 }
 
 // IsInitial reports whether the first dispatch is running. It stays true
@@ -351,7 +352,7 @@ func (h Handle) Complete() error {
 // decide records how the current suspension ends, if nothing decided it
 // yet. In the phases where the request's goroutine is running (the
 // suspending dispatch, the OnTimeout listeners) that goroutine acts on the
-// decision when it gets there; a parked goroutine is woken now.
+// decision when it gets there; a waiting request is woken now.
 func (c *Continuation) decide(d decision, cycle uint64, checkCycle bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -374,9 +375,12 @@ func (c *Continuation) decide(d decision, cycle uint64, checkCycle bool) error {
 		c.resumed = true
 	}
 	if c.phase == suspended {
-		c.phase = between
-		c.endSuspensionLocked()
-		c.sig.ch <- struct{}{}
+		out := outResumed
+		if d == completeDecided {
+			out = outCompleted
+		}
+		c.endLocked(out)
+		c.wakeLocked()
 	}
 	return nil
 }
@@ -488,12 +492,14 @@ func (c *Continuation) Done() <-chan struct{} {
 	return c.done
 }
 
-// The methods below are the request goroutine's side of the state machine,
-// called by Dispatcher.serve.
+// The methods below are the request's side of the state machine, called
+// by Dispatcher.serve on whichever goroutine runs the request: net/http's,
+// or, once the request has detached, one that the pool started.
 
 // A wakeup carries one wake-up at a time to a request's goroutine. Its
 // channel is made on first use, by that goroutine, before it lets anyone
-// else see it; a request that never waits never makes one.
+// else see it; a request that never waits on its goroutine never makes
+// one.
 type wakeup struct{ ch chan struct{} }
 
 func (w *wakeup) channel() chan struct{} {
@@ -526,12 +532,22 @@ func (c *Continuation) beginDispatch(redispatch bool) {
 	}
 }
 
-// step is what the request goroutine does next.
+// suspendedUndecided reports whether the dispatch that just returned
+// suspended the request and nothing has decided yet how that suspension
+// ends: the request is about to wait.
+func (c *Continuation) suspendedUndecided() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.phase == suspending && c.decision == undecided
+}
+
+// step is what the request's goroutine does next.
 type step uint8
 
 const (
 	stepFinish step = iota
-	stepPark
+	stepPark        // wait on this goroutine
+	stepLeave       // the request waits detached: this goroutine is done with it
 	stepRedispatch
 )
 
@@ -554,13 +570,32 @@ func (c *Continuation) returned() (step, time.Duration) {
 		c.endSuspensionLocked()
 		return stepFinish, 0
 	}
-	c.sig.channel() // before anyone can see the suspended phase and signal
+	if c.dc == nil {
+		c.sig.channel() // before anyone can see the suspended phase and signal
+	}
 	c.phase = suspended
 	c.deadline = time.Time{}
 	if c.timeout > 0 {
 		c.deadline = time.Now().Add(c.timeout)
 	}
-	return stepPark, c.timeout
+	if c.dc == nil {
+		return stepPark, c.timeout
+	}
+	// Detached: no goroutine waits, so what park watches is checked here.
+	// Drain and the poller look only at requests already waiting, and this
+	// one was not yet; the timer is armed under the lock, where the
+	// goroutine that goes on with the request (and stops it) will see it.
+	switch {
+	case c.hungUp:
+		c.endLocked(outGone)
+		c.wakeLocked()
+	case c.d.closing.Load():
+		c.endLocked(outExpired)
+		c.wakeLocked()
+	case c.timeout > 0:
+		c.armTimer(c.timeout)
+	}
+	return stepLeave, 0
 }
 
 // panicked moves the state machine on when a dispatch panicked. It reports
@@ -582,27 +617,34 @@ func (c *Continuation) panicked() (completed bool) {
 type outcome uint8
 
 const (
-	outResumed outcome = iota
+	outNone outcome = iota // not waited: the first dispatch is next
+	outResumed
 	outCompleted
 	outExpired
 	outGone
 )
 
-// park blocks the request goroutine until the suspension ends, and says
+// armTimer starts the expiry clock of a waiting suspension.
+func (c *Continuation) armTimer(timeout time.Duration) {
+	if c.timer == nil {
+		c.timer = time.AfterFunc(timeout, c.onTimer)
+	} else {
+		c.timer.Reset(timeout)
+	}
+}
+
+// park blocks the request's goroutine until the suspension ends, and says
 // how. It holds no worker; the only cost is this goroutine, blocked on
 // c.sig, and, when the suspension has a timeout, one runtime timer reused
 // across suspensions, which starts a goroutine only if it fires. It never
 // reads the request body: a wait must hear every wake-up at once.
 //
-// This is the one place where a request waits; everything that ends a
-// wait (Resume, Complete, the timer, the client, Drain) reaches it here.
+// This is where an attached request waits; everything that ends a wait
+// (Resume, Complete, the timer, the client, Drain) reaches it here. A
+// detached request waits nowhere (see returned and wakeLocked).
 func (c *Continuation) park(timeout time.Duration) outcome {
 	if timeout > 0 {
-		if c.timer == nil {
-			c.timer = time.AfterFunc(timeout, c.onTimer)
-		} else {
-			c.timer.Reset(timeout)
-		}
+		c.armTimer(timeout)
 		defer c.timer.Stop()
 	}
 	gone := c.ctx.Context.Done()
@@ -614,16 +656,10 @@ func (c *Continuation) park(timeout time.Duration) outcome {
 		case <-c.sig.ch:
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			switch {
-			case c.expired:
-				return outExpired
-			case c.decision == completeDecided:
-				return outCompleted
-			}
-			return outResumed
+			return c.ended
 		case <-draining:
 			draining = nil
-			if c.tryEnd(expiring) {
+			if c.tryEnd(outExpired) {
 				return outExpired
 			}
 		case <-gone:
@@ -632,14 +668,25 @@ func (c *Continuation) park(timeout time.Duration) outcome {
 			// before the Dispatcher) means time is up, not that the client
 			// left: expire, so the handler still answers.
 			if errors.Is(c.ctx.Context.Err(), context.DeadlineExceeded) {
-				if c.tryEnd(expiring) {
+				if c.tryEnd(outExpired) {
 					return outExpired
 				}
-			} else if c.tryEnd(between) {
+			} else if c.tryEnd(outGone) {
 				return outGone
 			}
 		}
 	}
+}
+
+// woken returns how a detached request's wait ended, for the goroutine
+// the pool started to go on with it, and stops the expiry clock.
+func (c *Continuation) woken() outcome {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	return c.ended
 }
 
 // onTimer expires the waiting suspension when its deadline has come. The
@@ -652,33 +699,75 @@ func (c *Continuation) onTimer() {
 	if c.phase != suspended || c.deadline.IsZero() || time.Now().Before(c.deadline) {
 		return
 	}
-	c.endLocked(expiring)
-	c.sig.ch <- struct{}{}
+	c.endLocked(outExpired)
+	c.wakeLocked()
 }
 
-// tryEnd ends the suspension from the request goroutine (drain,
+// tryEnd ends the suspension from the parked goroutine itself (drain,
 // disconnect) if nothing else ended it first.
-func (c *Continuation) tryEnd(next phase) bool {
+func (c *Continuation) tryEnd(out outcome) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.phase != suspended {
 		return false
 	}
-	c.endLocked(next)
+	c.endLocked(out)
 	return true
 }
 
-// endLocked ends a waiting suspension with an expiry (next == expiring) or
-// a disconnect (next == between).
-func (c *Continuation) endLocked(next phase) {
-	c.phase = next
-	if next == expiring {
+// drain expires a detached request that is waiting, for Dispatcher.Drain;
+// an attached one watches the Dispatcher's draining itself.
+func (c *Continuation) drain() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.phase == suspended {
+		c.endLocked(outExpired)
+		c.wakeLocked()
+	}
+}
+
+// hangUp is the poller's news that the client of a detached request has
+// closed its side of the connection, as net/http's cancellation of the
+// request's context is for an attached one: the context is cancelled, and
+// a waiting suspension ends as a disconnect.
+func (c *Continuation) hangUp() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hungUp = true
+	c.ctx.cancel()
+	if c.phase == suspended {
+		c.endLocked(outGone)
+		c.wakeLocked()
+	}
+}
+
+// endLocked ends the waiting suspension with out; called with c.mu held,
+// in the suspended phase.
+func (c *Continuation) endLocked(out outcome) {
+	c.ended = out
+	c.phase = between
+	if out == outExpired {
 		c.expired = true
-		if len(c.listeners) == 0 {
-			c.phase = between // no listener to steer the expiry
+		if len(c.listeners) > 0 {
+			c.phase = expiring // the OnTimeout listeners steer the expiry
 		}
 	}
 	c.endSuspensionLocked()
+}
+
+// wakeLocked hands the end of a waiting suspension to whoever goes on with
+// the request: the goroutine parked on c.sig or, for a detached request,
+// a goroutine that runs it once the pool has a slot for it. Never the
+// caller's: that may be anyone (an event source, the timer, the poller),
+// holding anything.
+func (c *Continuation) wakeLocked() {
+	if c.dc == nil {
+		c.sig.ch <- struct{}{}
+		return
+	}
+	if c.d.pool.schedule(&c.slot, c) {
+		go c.d.runDetached(c)
+	}
 }
 
 // expire runs the OnTimeout listeners of an expired suspension and says
@@ -724,10 +813,13 @@ func (c *Continuation) finish() {
 	}
 }
 
+// closeDone closes Done and ends the request's context, as net/http ends
+// it once ServeHTTP has returned.
 func (c *Continuation) closeDone() {
 	c.mu.Lock()
 	c.doneClosed = true
 	done := c.done
+	c.ctx.cancel()
 	c.mu.Unlock()
 	if done != nil {
 		close(done)

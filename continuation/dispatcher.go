@@ -15,9 +15,13 @@ import (
 // bounded pool and which may suspend a request between dispatches. Create
 // one with NewDispatcher; it is an http.Handler.
 //
-// The Dispatcher starts no goroutines of its own. Each request's body
-// read, dispatches, listeners and waits run on the goroutine net/http gave
-// the request, and the pool only bounds how many dispatches run at once;
+// Each request's body read, dispatches, listeners and waits run on the
+// goroutine net/http gave the request, and the pool only bounds how many
+// dispatches run at once. A request that detaches (see the package doc)
+// has no goroutine while it waits; the pool starts one for each of its
+// later steps when it grants it a slot. The Dispatcher's one goroutine of
+// its own is the poller that watches detached connections, started by the
+// first request that detaches and stopped once the Dispatcher has drained;
 // so there is nothing to stop but requests, and Drain stops them.
 type Dispatcher struct {
 	h       http.Handler
@@ -26,8 +30,13 @@ type Dispatcher struct {
 	metrics *metrics
 	logger  *slog.Logger
 
-	suspended atomic.Int64 // suspensions in force, for WithMaxSuspended
-	active    atomic.Int64 // requests admitted and not yet finished
+	suspended   atomic.Int64 // suspensions in force, for WithMaxSuspended
+	active      atomic.Int64 // requests admitted and not yet finished
+	detachedNow atomic.Int64 // requests detached from net/http and not yet finished
+
+	pollMu   sync.Mutex
+	poll     *poller // of the detached requests; started by the first
+	pollDone bool    // stopped: the Dispatcher has drained
 
 	closing   atomic.Bool
 	draining  context.Context // done when Drain begins; waits and body reads watch it
@@ -95,7 +104,17 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 	// before it counts requests. So either this request sees closing, or
 	// Drain sees this request.
 	d.active.Add(1)
-	defer d.requestDone()
+	handedOff, holding := false, false
+	defer func() {
+		if holding {
+			d.releaseSlot()
+		}
+		// Once the request has detached, it is no longer this goroutine's:
+		// whoever finishes it accounts for it.
+		if !handedOff {
+			d.requestDone()
+		}
+	}()
 	if d.closing.Load() {
 		d.refuse(w, r, "server shutting down")
 		return
@@ -104,8 +123,12 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 	if !d.readBody(c, w, r) {
 		return
 	}
-	defer c.dropUnreadBody()
-	switch d.pool.acquireNew(&c.slot, &c.sig, r.Context().Done(), d.draining.Done()) {
+	defer func() {
+		if !handedOff {
+			c.dropUnreadBody()
+		}
+	}()
+	switch d.pool.acquireNew(&c.slot, &c.sig, r.Context(), d.draining.Done()) {
 	case queueFull:
 		d.refuse(w, c.req, "server overloaded")
 		return
@@ -115,59 +138,142 @@ func (d *Dispatcher) serveWith(h http.Handler, w http.ResponseWriter, r *http.Re
 		}
 		return // otherwise the client is gone: nobody to answer
 	}
-	d.serve(c)
+	holding = true
+	handedOff = d.serve(c, outNone, &holding)
 }
 
-// serve runs c's dispatches and the waits between them; the caller holds a
-// pool slot for the first dispatch.
-func (d *Dispatcher) serve(c *Continuation) {
-	holding := true
+// releaseSlot gives up a pool slot, starting the step of the detached
+// request it goes to, if it goes to one.
+func (d *Dispatcher) releaseSlot() {
+	if next := d.pool.release(); next != nil {
+		go d.runDetached(next)
+	}
+}
+
+// runDetached runs the steps of detached requests on one goroutine, which
+// holds a pool slot: c's, then, as long as the pool hands the slot to
+// another detached request when a step ends, that one's. A burst of wake-
+// ups (a broadcast) runs on a few goroutines whose stacks have grown
+// already, not on a new goroutine for each.
+func (d *Dispatcher) runDetached(c *Continuation) {
+	for c != nil {
+		c = d.stepDetached(c)
+	}
+}
+
+// stepDetached goes on with a detached request whose wait has ended, and
+// returns the detached request the slot goes to next, if any.
+func (d *Dispatcher) stepDetached(c *Continuation) (next *Continuation) {
+	holding, handedOff, returned := true, false, false
 	defer func() {
-		// Every way out comes through here, runtime.Goexit in a handler or
-		// a listener included: give back the slot if it is still held, and
-		// end the request (and a suspension its last dispatch left behind).
-		if holding {
-			d.pool.release()
+		if !handedOff {
+			d.requestDone()
 		}
-		c.finish()
+		if holding {
+			next = d.pool.release()
+			if next != nil && !returned { // runtime.Goexit: this goroutine is going
+				go d.runDetached(next)
+				next = nil
+			}
+		}
 	}()
+	handedOff = d.serve(c, c.woken(), &holding)
+	returned = true
+	return nil
+}
+
+// serve runs the request from where it stands, holding a pool slot: from
+// its first dispatch (out is outNone), or from the end of a wait that
+// ended with out. It runs dispatches, and the waits between them that
+// stay attached, until the request finishes; it returns handedOff true
+// when the request has detached to wait instead: this goroutine is then
+// done with it, and the pool hands it to another when the wait ends. The
+// slot is the caller's to give back unless *holding says it was given back
+// already (serve does, before an attached request waits or finishes).
+func (d *Dispatcher) serve(c *Continuation, out outcome, holding *bool) (handedOff bool) {
+	cut := true // unless run returns: runtime.Goexit cuts the connection, as with net/http
+	defer func() {
+		if handedOff {
+			return
+		}
+		// Every way out comes through here, runtime.Goexit in a handler or
+		// a listener included: end the request (and a suspension its last
+		// dispatch left behind), and a detached request's hold on its
+		// connection.
+		c.finish()
+		if c.dc != nil {
+			d.endDetached(c, cut)
+		}
+	}()
+	handedOff, cut = d.run(c, out, holding)
+	return handedOff
+}
+
+// run is serve's loop. It reports whether the request detached, or else
+// whether its response was cut short by a panic.
+func (d *Dispatcher) run(c *Continuation, out outcome, holding *bool) (handedOff, cut bool) {
 	kind := kindInitial
+	if out != outNone {
+		var ok bool
+		if kind, ok = c.afterWait(out); !ok {
+			return false, false
+		}
+	}
 	for {
 		c.beginDispatch(kind != kindInitial)
 		d.metrics.dispatches[kind].Inc()
 		if p, stack, ok := d.runHandler(c); !ok {
-			if d.recovered(c, p, stack) {
-				d.pool.release()
-				holding = false
+			cut = d.recovered(c, p, stack)
+			if cut && c.dc == nil {
+				d.releaseSlot()
+				*holding = false
 				c.finish()
 				panic(http.ErrAbortHandler) // net/http drops the connection quietly
 			}
-			return
+			return false, cut // a detached connection is closed by endDetached
 		}
+		why := d.prepareWait(c)
 		next, timeout := c.returned()
-		if next == stepRedispatch { // resumed before the handler returned
+		switch {
+		case next == stepRedispatch: // resumed before the handler returned
 			kind = kindResumed
 			continue // same goroutine, same slot, at once
+		case next == stepLeave:
+			return true, false
+		case next == stepFinish && c.dc != nil:
+			return false, false // the slot stays, for finishing the response
 		}
-		d.pool.release()
-		holding = false
+		d.releaseSlot()
+		*holding = false
 		if next == stepFinish {
-			return
+			return false, false
 		}
-		switch c.park(timeout) {
-		case outCompleted, outGone:
-			return
-		case outExpired:
-			if c.expire() {
-				return
-			}
-			kind = kindExpired
-		case outResumed:
-			kind = kindResumed
+		if why != detachedOK {
+			d.metrics.attachedWaits[why].Inc()
+		}
+		var ok bool
+		if kind, ok = c.afterWait(c.park(timeout)); !ok {
+			return false, false
 		}
 		d.pool.acquireAgain(&c.slot, &c.sig)
-		holding = true
+		*holding = true
 	}
+}
+
+// afterWait says what follows a wait that ended with out: the kind of the
+// next dispatch, or false when the request ends instead (Complete, the
+// client gone, or an OnTimeout listener's Complete).
+func (c *Continuation) afterWait(out outcome) (dispatchKind, bool) {
+	switch out {
+	case outExpired:
+		if c.expire() {
+			return 0, false
+		}
+		return kindExpired, true
+	case outResumed:
+		return kindResumed, true
+	}
+	return 0, false
 }
 
 // runHandler runs one dispatch, turning a panic into a value.
@@ -256,36 +362,54 @@ func (d *Dispatcher) releaseSuspension(held time.Duration) {
 
 func (d *Dispatcher) requestDone() {
 	if d.active.Add(-1) == 0 && d.closing.Load() {
-		d.drainOnce.Do(func() { close(d.drained) })
+		d.drainOnce.Do(d.drainedNow)
 	}
+}
+
+// drainedNow marks the Dispatcher drained: nothing is left to watch, so
+// the poller goes, and Shutdown returns.
+func (d *Dispatcher) drainedNow() {
+	d.stopPoller()
+	close(d.drained)
 }
 
 // Suspended returns the number of requests suspended now.
 func (d *Dispatcher) Suspended() int { return int(d.suspended.Load()) }
 
+// Detached returns the number of requests detached from net/http now:
+// waiting with no goroutine, or dispatched on one the pool started (see
+// the package doc, "Detaching").
+func (d *Dispatcher) Detached() int { return int(d.detachedNow.Load()) }
+
 // Drain begins a graceful shutdown and returns at once, without waiting
 // for it: new requests get 503 with Retry-After, requests still reading
 // their body get 503 and their connection closed, Suspend fails with
-// ErrShutdown, and every suspended request is expired (its OnTimeout
-// listeners run and it is dispatched with IsExpired true) so that its
-// handler answers now. Shutdown waits for the requests to finish. Drain may
-// be called more than once, and from several goroutines.
+// ErrShutdown, and every suspended request, attached or detached, is
+// expired (its OnTimeout listeners run and it is dispatched with IsExpired
+// true) so that its handler answers now. Shutdown waits for the requests
+// to finish. Drain may be called more than once, and from several
+// goroutines.
 //
 // [http.Server.Shutdown] waits for active requests without waking them, so
-// a parked long-poll would hold it until its timeout. Drain is what
+// a parked long-poll would hold it until its timeout; and it does not
+// know detached requests at all. Drain is what
 // [http.Server.RegisterOnShutdown] wants, a function that starts the
-// shutdown and does not wait for it:
+// shutdown and does not wait for it; Shutdown then waits for what the
+// server's does not:
 //
 //	srv.RegisterOnShutdown(d.Drain)
-//	if err := srv.Shutdown(ctx); err != nil { // returns once the parked requests have answered
+//	err := srv.Shutdown(ctx) // returns once the attached requests have answered
+//	if err != nil {
 //		srv.Close()
 //	}
+//	err = errors.Join(err, d.Shutdown(ctx)) // and the detached ones
 func (d *Dispatcher) Drain() {
 	if d.closing.CompareAndSwap(false, true) {
-		d.stopAll()
+		d.stopAll()       // attached requests watch this
+		d.drainDetached() // detached ones wait nowhere
 	}
 	if d.active.Load() == 0 {
-		d.drainOnce.Do(func() { close(d.drained) })
+		d.drainOnce.Do(d.drainedNow)
 	}
 }
 

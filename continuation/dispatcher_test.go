@@ -304,6 +304,13 @@ cometkit_dispatches_total{kind="resumed"} 1
 
 func gaugeValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 	t.Helper()
+	return metricValue(t, reg, name, "", "")
+}
+
+// metricValue sums the gauges and counters of metric name: all of them,
+// or those whose label is value.
+func metricValue(t *testing.T, reg prometheus.Gatherer, name, label, value string) float64 {
+	t.Helper()
 	families, err := reg.Gather()
 	require.NoError(t, err)
 	for _, f := range families {
@@ -312,7 +319,13 @@ func gaugeValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 		}
 		var sum float64
 		for _, m := range f.GetMetric() {
-			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			matches := label == ""
+			for _, l := range m.GetLabel() {
+				matches = matches || l.GetName() == label && l.GetValue() == value
+			}
+			if matches {
+				sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
 		}
 		return sum
 	}

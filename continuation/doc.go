@@ -145,19 +145,97 @@
 //
 // # What a waiting request costs
 //
-// Go gives a request to a goroutine until its handler returns, so a
-// suspended request keeps that net/http goroutine (with net/http's own
-// buffers), and the part of its body read ahead until the handler has read
-// it; nothing else. It holds no worker of the pool, no extra goroutine, and
-// no goroutine per timer: one runtime timer per request, reused across
-// suspensions, starts a goroutine only if it fires. The dispatches
-// themselves run on that same goroutine once it holds a pool slot, so a
-// dispatch costs no goroutine handoff.
+// A waiting request holds no worker of the pool and no goroutine per
+// timer: one runtime timer per request, reused across suspensions, starts
+// a goroutine only if it fires. What else it holds depends on whether it
+// detached (next section). Attached, Go gives a request to a goroutine
+// until its handler returns, so a suspended request keeps that net/http
+// goroutine, net/http's buffers for the connection, and net/http's
+// goroutine that watches the connection for the client leaving: about
+// 23 KiB of heap and stacks, two goroutines. Detached, it keeps the
+// Continuation, the *http.Request with its context, and the connection
+// itself: about 2.9 KiB, no goroutine (BenchmarkWaitingMemory, with a
+// handler that keeps nothing of its own).
 //
 // A request whose context is cancelled while it waits has lost its client:
 // it finishes without a redispatch. A context that reaches its deadline (a
-// timeout middleware placed before the Dispatcher) expires the suspension
+// timeout middleware before the Dispatcher) expires the suspension
 // instead, so the handler still answers.
+//
+// # Detaching
+//
+// A server serves with detaching in one line, with the functions that
+// stand for the http.Server methods of the same names:
+//
+//	srv := &http.Server{Addr: ":8080", Handler: d}
+//	srv.RegisterOnShutdown(d.Drain)
+//	go continuation.ListenAndServe(srv) // or Serve, ServeTLS, ListenAndServeTLS
+//
+// ([DetachingListener] does the same for a server started another way.)
+// Then a request that waits detaches from net/http, when it can: the
+// Dispatcher takes its connection over, net/http's goroutines and buffers
+// for it go, and the request waits with no goroutine at all. One goroutine
+// per Dispatcher, the poller, watches every detached connection for the
+// client hanging up (epoll, Linux), which ends the suspension as a
+// disconnect does. Resume, Complete, expiry, Drain and a hang-up queue the
+// request on the pool, which starts a goroutine for it once it grants a
+// slot; the redispatch writes the response on the connection, as
+// net/http's writer would have (the same bytes, http.ResponseController
+// included: Flush, deadlines, Hijack). When the response is complete, the
+// connection goes back to the http.Server for its next request, with any
+// bytes the client sent after the request (pipelining); the next poll of a
+// long-poll client comes on the same connection.
+//
+// A request detaches when its dispatch has returned suspended, it came
+// over HTTP/1.1 through one of those listeners, on Linux, its
+// ResponseWriter can be hijacked (through wrappers' Unwrap, as
+// http.ResponseController finds it), its body has been read to the end
+// (the Dispatcher reads bodies ahead up to [WithBodyBuffer]), its context
+// has no deadline, and the response, if it has begun, is framed as
+// net/http frames it (no Transfer-Encoding or trailers of the handler's).
+// Otherwise it waits attached, as described above: HTTP/2 streams (which
+// share their connection), HTTP/1.0, other systems, a wrapper without
+// Unwrap, a body still on the connection, a listener whose connections
+// give no socket to watch. cometkit_attached_waits_total counts those
+// waits by reason.
+//
+// The contract's behaviour is the same either way (the package's tests of
+// behaviour over the wire run in both modes). What differs, and can be
+// seen:
+//
+//   - Middleware placed before the Dispatcher sees ServeHTTP return when
+//     the request detaches: a logger there logs the wait, not the answer;
+//     later writes through its wrapper of the ResponseWriter fail with
+//     http.ErrHijacked. Middleware that must see the answer belongs
+//     behind the Dispatcher.
+//   - [http.Server.Shutdown] does not know detached connections (nor does
+//     Close): Drain answers them (they close after their answer), and
+//     [Dispatcher.Shutdown] waits for them. Call it after the server's.
+//   - The http.Server sees a connection handed back as a new one:
+//     ConnState reports it StateNew, and its next request is read under
+//     ReadHeaderTimeout (not IdleTimeout), as a new connection's first.
+//     (The listener closes one that has not begun a request when the
+//     server shuts down, as the server closes idle connections.) The
+//     listener sets the server's BaseContext and ConnState, wrapping
+//     those it had.
+//   - Over TLS, bytes of a pipelined request that net/http had already
+//     read cannot go back with the connection (net/http needs the
+//     *tls.Conn itself, unwrapped): that response says Connection: close,
+//     and the client sends the request again on a new connection.
+//   - A response begun before the wait, with bytes net/http had not yet
+//     sent, is sent when the request detaches (net/http's Hijack would
+//     drop them), chunked where net/http might have computed a
+//     Content-Length at the end.
+//   - The OnTimeout and OnComplete listeners of a detached request run on
+//     a worker, since that is what gives it a goroutine.
+//   - A client that closes its sending side while it waits ends the wait
+//     as a disconnect, as with net/http; detached, also when it has
+//     pipelined a request first (net/http, holding those bytes, stops
+//     watching the connection).
+//
+// http.Server.WriteTimeout keeps counting from the request's arrival, as
+// net/http counts it. The poller is started by the first request that
+// detaches and stops when the Dispatcher has drained.
 //
 // # Admission and overload
 //
@@ -195,15 +273,18 @@
 // a parked long-poll would hold it until its timeout. [Dispatcher.Drain]
 // refuses new requests with 503, answers requests still reading their body
 // 503, makes Suspend fail with [ErrShutdown] and expires every waiting
-// request so its handler answers now; it returns at once, as
-// [http.Server.RegisterOnShutdown] wants. [Dispatcher.Shutdown] is Drain
-// and a wait for every request to finish. Wire Drain in front of the
-// server's shutdown:
+// request, attached or detached, so its handler answers now; it returns
+// at once, as [http.Server.RegisterOnShutdown] wants.
+// [Dispatcher.Shutdown] is Drain and a wait for every request to finish,
+// the detached ones included, which the server's Shutdown does not see.
+// Wire Drain in front of the server's shutdown, and wait for both:
 //
 //	srv.RegisterOnShutdown(d.Drain)
-//	if err := srv.Shutdown(ctx); err != nil {
+//	err := srv.Shutdown(ctx)
+//	if err != nil {
 //		srv.Close()
 //	}
+//	err = errors.Join(err, d.Shutdown(ctx))
 //
 // # Metrics
 //
@@ -211,15 +292,19 @@
 // cometkit_continuations_suspended (gauge), cometkit_dispatches_total
 // (counter, label kind = initial, resumed or expired),
 // cometkit_dispatch_queue_length (gauge), cometkit_requests_rejected_total
-// (counter) and cometkit_suspend_duration_seconds (histogram, up to 10
-// minutes). Dispatchers sharing a registry share these collectors.
+// (counter), cometkit_suspend_duration_seconds (histogram, up to 10
+// minutes), cometkit_requests_detached (gauge) and
+// cometkit_attached_waits_total (counter, label reason = protocol,
+// listener, platform, connection, poller, shutdown, deadline, body,
+// writer, framing or late; see "Detaching"). Dispatchers sharing a
+// registry share these collectors.
 //
 // # Testing
 //
 // Package [github.com/cometkit/cometkit/continuation/continuationtest]
 // serves requests through a Dispatcher in process (for [testing/synctest]),
-// over loopback sockets, waits for requests to suspend and checks for
-// leaked goroutines.
+// over loopback sockets, attached or detached, waits for requests to
+// suspend or detach and checks for leaked goroutines.
 //
 // # Compared with Jetty
 //

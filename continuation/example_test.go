@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cometkit/cometkit/continuation"
@@ -161,4 +163,60 @@ func ExampleDispatcher_Drain() {
 	}
 	fmt.Println(<-answer)
 	// Output: server going away, reconnect
+}
+
+// Serving with detaching: each poll waits detached from net/http (on
+// Linux: with no goroutine), and the client's next poll comes on the
+// connection the answer handed back.
+func ExampleServe() {
+	var waiting atomic.Pointer[continuation.Continuation]
+	d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := continuation.FromRequest(r)
+		if msg, ok := c.Attribute("msg").(string); ok {
+			io.WriteString(w, msg)
+			return
+		}
+		if err := c.Suspend(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		waiting.Store(c)
+	}))
+	srv := &http.Server{Handler: d}
+	srv.RegisterOnShutdown(d.Drain)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	go continuation.Serve(srv, ln)
+
+	for _, msg := range []string{"one", "two"} {
+		answer := make(chan string)
+		go func() {
+			resp, err := http.Get("http://" + ln.Addr().String())
+			if err != nil {
+				answer <- err.Error()
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			answer <- string(b)
+		}()
+		for waiting.Load() == nil {
+			time.Sleep(time.Millisecond) // until the poll waits
+		}
+		c := waiting.Swap(nil)
+		c.SetAttribute("msg", msg)
+		c.Resume()
+		fmt.Println(<-answer)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(ctx)
+	d.Shutdown(ctx) // what srv.Shutdown does not see: the detached requests
+	// Output:
+	// one
+	// two
 }

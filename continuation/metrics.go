@@ -14,6 +14,8 @@ type metrics struct {
 	rejected        prometheus.Counter
 	suspendDuration prometheus.Observer
 	dispatches      [dispatchKinds]prometheus.Counter
+	detached        prometheus.Gauge
+	attachedWaits   [attachReasons]prometheus.Counter // by reason; none for detachedOK
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -39,6 +41,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "cometkit_dispatches_total",
 		Help: "Dispatches of the handler, by cause.",
 	}, []string{"kind"})
+	detached := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cometkit_requests_detached",
+		Help: "Requests detached from net/http now: waiting with no goroutine, or dispatched on one the pool started.",
+	})
+	attachedWaits := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cometkit_attached_waits_total",
+		Help: "Waits of suspended requests that kept their net/http goroutine, by why they could not detach.",
+	}, []string{"reason"})
 
 	if reg != nil {
 		suspended = promreg.Register(reg, suspended)
@@ -46,15 +56,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		rejected = promreg.Register(reg, rejected)
 		duration = promreg.Register(reg, duration)
 		dispatches = promreg.Register(reg, dispatches)
+		detached = promreg.Register(reg, detached)
+		attachedWaits = promreg.Register(reg, attachedWaits)
 	}
 	m := &metrics{
 		suspended:       suspended,
 		queueLength:     queueLength,
 		rejected:        rejected,
 		suspendDuration: duration,
+		detached:        detached,
 	}
 	for k := range dispatchKind(dispatchKinds) {
 		m.dispatches[k] = dispatches.WithLabelValues(k.String())
+	}
+	// Every reason from the start, so that a zero shows as zero.
+	for r := detachedOK + 1; r < attachReasons; r++ {
+		m.attachedWaits[r] = attachedWaits.WithLabelValues(attachReasonNames[r])
 	}
 	return m
 }

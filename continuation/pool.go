@@ -1,11 +1,18 @@
 package continuation
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // pool bounds how many dispatches run at once. It owns no goroutines: the
 // request's own net/http goroutine runs its dispatches once it holds a slot,
 // so a dispatch costs no goroutine handoff (the alternative is measured in
-// docs/benchmarks.md, "Design choices in the engine").
+// docs/benchmarks.md, "Design choices in the engine"). A detached request
+// has no goroutine of its own: when it is granted a slot, the slot comes
+// with it to whoever takes it (schedule's caller starts a goroutine; a
+// goroutine that releases its slot runs the request's step itself, if it
+// has nothing else to do).
 //
 // Requests that find every slot taken wait in one of two FIFO queues: new
 // requests (bounded by the queue size, beyond which they are refused) and
@@ -25,7 +32,8 @@ type pool struct {
 // one (Continuation embeds it), so waiting allocates nothing; all its
 // fields belong to the pool and are guarded by pool.mu.
 type waiter struct {
-	wake       chan struct{} // where release hands over a slot; set by acquire
+	wake       chan struct{} // where release hands over a slot to a goroutine that waits; set by acquire
+	detached   *Continuation // or the detached request that release hands the slot with; set by schedule
 	queued     bool
 	prev, next *waiter
 }
@@ -53,10 +61,12 @@ const (
 )
 
 // acquireNew takes a slot for a request's first dispatch, waiting in the
-// bounded queue of new requests until a slot frees up or stop or shutdown
-// is closed. A slot handed over arrives through wake, which nothing else
-// uses while the request waits here.
-func (p *pool) acquireNew(w *waiter, wake *wakeup, stop, shutdown <-chan struct{}) acquireResult {
+// bounded queue of new requests until a slot frees up, the request's
+// context ends or shutdown is closed. A slot handed over arrives through
+// wake, which nothing else uses while the request waits here. The
+// context's Done is asked for only when the request queues: it makes a
+// channel that a request which detaches would keep for its whole wait.
+func (p *pool) acquireNew(w *waiter, wake *wakeup, ctx context.Context, shutdown <-chan struct{}) acquireResult {
 	p.mu.Lock()
 	if p.free > 0 {
 		p.free--
@@ -76,7 +86,7 @@ func (p *pool) acquireNew(w *waiter, wake *wakeup, stop, shutdown <-chan struct{
 	select {
 	case <-ch:
 		return acquired
-	case <-stop:
+	case <-ctx.Done():
 	case <-shutdown:
 	}
 	p.mu.Lock()
@@ -112,30 +122,56 @@ func (p *pool) acquireAgain(w *waiter, wake *wakeup) {
 	<-ch
 }
 
-// release frees the caller's slot, handing it straight to a waiter if any.
-func (p *pool) release() {
+// schedule takes a slot for the next step of detached request c, which
+// has no goroutine to wait with: if one is free it reports true, and the
+// caller starts c's step on a new goroutine; otherwise c queues with the
+// redispatches (and like them is never refused), and release hands it
+// over with a slot. It never blocks, so it may be called with any lock
+// held.
+func (p *pool) schedule(w *waiter, c *Continuation) bool {
 	p.mu.Lock()
-	var next *waiter
+	if p.free > 0 {
+		p.free--
+		p.mu.Unlock()
+		return true
+	}
+	w.detached = c
+	p.again.push(w)
+	p.mu.Unlock()
+	p.queueGauge.Add(1)
+	return false
+}
+
+// release frees the caller's slot, handing it straight to a waiter if any.
+// A goroutine that waits is woken with it; a detached request is returned
+// with it instead, and the caller must run that request's step: on its
+// own goroutine if it has nothing else to do, else on a new one.
+func (p *pool) release() (next *Continuation) {
+	p.mu.Lock()
+	var w *waiter
 	switch {
 	case p.fresh.len > 0 && (p.again.len == 0 || p.freshStreak < freshBurst):
-		next = p.fresh.pop()
+		w = p.fresh.pop()
 		p.freshStreak++
 	case p.again.len > 0:
-		next = p.again.pop()
+		w = p.again.pop()
 		p.freshStreak = 0
 	default:
 		p.free++
 	}
 	var wake chan struct{}
-	if next != nil {
-		wake = next.wake
-		next.wake = nil
+	if w != nil {
+		wake, next = w.wake, w.detached
+		w.wake, w.detached = nil, nil
 	}
 	p.mu.Unlock()
-	if wake != nil {
+	if w != nil {
 		p.queueGauge.Add(-1)
+	}
+	if wake != nil {
 		wake <- struct{}{}
 	}
+	return next
 }
 
 // waitQueue is an intrusive FIFO list of waiters, so that an abandoned

@@ -1,6 +1,8 @@
 // Command report turns the JSON lines of bench/run.sh into the tables of
 // docs/benchmarks.md (cometkit against the naive baseline, with ratios)
-// and the data files bench/plot.gp draws.
+// and the data files bench/plot.gp draws. Each server is measured in two
+// phases on one process, fan-out then steady, maybe several times (run.sh
+// interleaves the repetitions): every figure is the median over them.
 //
 //	go run ./bench/report -in bench/results/results.jsonl -out bench/results
 package main
@@ -35,16 +37,29 @@ type run struct {
 		FanoutP99Ms       float64        `json:"fanout_p99_ms"`
 		Errors            map[string]int `json:"errors"`
 		Server            struct {
-			HeldBytes   float64 `json:"held_bytes"`
-			CPUMsPer10k float64 `json:"cpu_ms_per_10k_deliveries"`
+			IdleRSSBytes  float64 `json:"idle_rss_bytes"`
+			HeldBytes     float64 `json:"held_bytes"`
+			AfterRSSBytes float64 `json:"after_rss_bytes"`
+			CPUMsPer10k   float64 `json:"cpu_ms_per_10k_deliveries"`
 		} `json:"server"`
 	} `json:"result"`
+	Goroutines int `json:"goroutines"` // the server's, every subscriber waiting (0: not counted)
 }
 
 // key names one load: the same N over the same transport.
 type key struct {
 	n         int
 	transport string
+}
+
+// figures are what the table shows of one server at one load.
+type figures struct {
+	held, afterFanout, afterSteady float64 // bytes per subscriber
+	goroutines                     float64
+	fanoutP50, fanoutP99           float64
+	cpuFanout, cpuSteady           float64
+	delivered, latencyP99          float64
+	errors                         map[string]int
 }
 
 func main() {
@@ -70,8 +85,11 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-func read(r io.Reader) (map[key]map[string]run, error) {
-	runs := map[key]map[string]run{} // load → "server/phase" → run
+// read returns the runs by load, then by "server/phase", in the order run
+// (the i-th steady run of a server followed its i-th fan-out run, on the
+// same process).
+func read(r io.Reader) (map[key]map[string][]run, error) {
+	runs := map[key]map[string][]run{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(nil, 1<<20)
 	for line := 1; sc.Scan(); line++ {
@@ -81,48 +99,96 @@ func read(r io.Reader) (map[key]map[string]run, error) {
 		}
 		k := key{x.Result.Subscribers, x.Transport}
 		if runs[k] == nil {
-			runs[k] = map[string]run{}
+			runs[k] = map[string][]run{}
 		}
-		runs[k][x.Server+"/"+x.Phase] = x
+		runs[k][x.Server+"/"+x.Phase] = append(runs[k][x.Server+"/"+x.Phase], x)
 	}
 	return runs, sc.Err()
 }
 
-func write(runs map[key]map[string]run, dir string) error {
-	keys := make([]key, 0, len(runs))
-	for k := range runs {
-		keys = append(keys, k)
+// summarize takes the medians of a server's runs at one load.
+func summarize(fans, steadies []run) figures {
+	f := figures{errors: map[string]int{}}
+	var held, afterF, afterS, gor, p50, p99, cpuF, cpuS, deliv, lat []float64
+	for i, fan := range fans {
+		n := float64(max(fan.Result.Subscribers, 1))
+		idle := fan.Result.Server.IdleRSSBytes // the server's before any subscriber; the steady run's own is not
+		held = append(held, fan.Result.Server.HeldBytes)
+		afterF = append(afterF, (fan.Result.Server.AfterRSSBytes-idle)/n)
+		p50, p99 = append(p50, fan.Result.FanoutP50Ms), append(p99, fan.Result.FanoutP99Ms)
+		cpuF = append(cpuF, fan.Result.Server.CPUMsPer10k)
+		addErrors(f.errors, fan)
+		if i < len(steadies) {
+			st := steadies[i]
+			afterS = append(afterS, (st.Result.Server.AfterRSSBytes-idle)/n)
+			cpuS = append(cpuS, st.Result.Server.CPUMsPer10k)
+			deliv, lat = append(deliv, st.Result.DeliveredFraction), append(lat, st.Result.LatencyP99Ms)
+			if st.Goroutines > 0 {
+				gor = append(gor, float64(st.Goroutines))
+			}
+			addErrors(f.errors, st)
+		}
 	}
-	slices.SortFunc(keys, func(a, b key) int { return cmp.Or(cmp.Compare(a.n, b.n), strings.Compare(a.transport, b.transport)) })
+	f.held, f.afterFanout, f.afterSteady, f.goroutines = median(held), median(afterF), median(afterS), median(gor)
+	f.fanoutP50, f.fanoutP99, f.cpuFanout, f.cpuSteady = median(p50), median(p99), median(cpuF), median(cpuS)
+	f.delivered, f.latencyP99 = median(deliv), median(lat)
+	return f
+}
 
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	xs = slices.Sorted(slices.Values(xs))
+	if len(xs)%2 == 1 {
+		return xs[len(xs)/2]
+	}
+	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+}
+
+func addErrors(total map[string]int, r run) {
+	for kind, n := range r.Result.Errors {
+		total[kind] += n
+	}
+}
+
+func write(runs map[key]map[string][]run, dir string) error {
+	keys := slices.SortedFunc(maps.Keys(runs), func(a, b key) int {
+		return cmp.Or(cmp.Compare(a.n, b.n), strings.Compare(a.transport, b.transport))
+	})
 	var table, data strings.Builder
-	fmt.Fprintln(&table, "| held, transport | server | memory per held | fan-out p50 / p99 | CPU per 10k deliveries (fan-out / steady) | delivered at 200 ms (latency p99) | errors |")
-	fmt.Fprintln(&table, "|---|---|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(&table, "| held, transport | server | memory per held | per client after the traffic (fan-out / steady) | goroutines, all waiting | fan-out p50 / p99 | CPU per 10k deliveries (fan-out / steady) | delivered at 200 ms (latency p99) | errors |")
+	fmt.Fprintln(&table, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
 	fmt.Fprintln(&data, "# n transport  ck_held_kib naive_held_kib  ck_fanout_p50 ck_fanout_p99 naive_fanout_p50 naive_fanout_p99")
 	for _, k := range keys {
 		r := runs[k]
+		fs := map[string]figures{}
 		for _, server := range []string{"cometkit", "naive"} {
-			fan, steady := r[server+"/fanout"], r[server+"/steady"]
-			fmt.Fprintf(&table, "| %s %s | %s | %.1f KiB | %.0f / %.0f ms | %.0f / %.0f ms | %.3f (%.0f ms) | %s |\n",
-				count(k.n), k.transport, server, fan.Result.Server.HeldBytes/1024,
-				fan.Result.FanoutP50Ms, fan.Result.FanoutP99Ms,
-				fan.Result.Server.CPUMsPer10k, steady.Result.Server.CPUMsPer10k,
-				steady.Result.DeliveredFraction, steady.Result.LatencyP99Ms, errs(fan, steady))
+			f := summarize(r[server+"/fanout"], r[server+"/steady"])
+			fs[server] = f
+			fmt.Fprintf(&table, "| %s %s | %s | %.1f KiB | %.1f / %.1f KiB | %s | %.0f / %.0f ms | %.0f / %.0f ms | %.3f (%.0f ms) | %s |\n",
+				count(k.n), k.transport, server, f.held/1024, f.afterFanout/1024, f.afterSteady/1024, goroutines(f.goroutines),
+				f.fanoutP50, f.fanoutP99, f.cpuFanout, f.cpuSteady, f.delivered, f.latencyP99, errs(f.errors))
 		}
-		ck, nv := r["cometkit/fanout"], r["naive/fanout"]
-		cks, nvs := r["cometkit/steady"], r["naive/steady"]
-		fmt.Fprintf(&table, "| | **ratio** | **%s** | **%s / %s** | **%s / %s** | | |\n",
-			ratio(ck.Result.Server.HeldBytes, nv.Result.Server.HeldBytes),
-			ratio(ck.Result.FanoutP50Ms, nv.Result.FanoutP50Ms), ratio(ck.Result.FanoutP99Ms, nv.Result.FanoutP99Ms),
-			ratio(ck.Result.Server.CPUMsPer10k, nv.Result.Server.CPUMsPer10k), ratio(cks.Result.Server.CPUMsPer10k, nvs.Result.Server.CPUMsPer10k))
+		ck, nv := fs["cometkit"], fs["naive"]
+		fmt.Fprintf(&table, "| | **ratio** | **%s** | **%s / %s** | | **%s / %s** | **%s / %s** | | |\n",
+			ratio(ck.held, nv.held), ratio(ck.afterFanout, nv.afterFanout), ratio(ck.afterSteady, nv.afterSteady),
+			ratio(ck.fanoutP50, nv.fanoutP50), ratio(ck.fanoutP99, nv.fanoutP99),
+			ratio(ck.cpuFanout, nv.cpuFanout), ratio(ck.cpuSteady, nv.cpuSteady))
 		fmt.Fprintf(&data, "%d %s  %.2f %.2f  %.1f %.1f %.1f %.1f\n", k.n, k.transport,
-			ck.Result.Server.HeldBytes/1024, nv.Result.Server.HeldBytes/1024,
-			ck.Result.FanoutP50Ms, ck.Result.FanoutP99Ms, nv.Result.FanoutP50Ms, nv.Result.FanoutP99Ms)
+			ck.held/1024, nv.held/1024, ck.fanoutP50, ck.fanoutP99, nv.fanoutP50, nv.fanoutP99)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "table.md"), []byte(table.String()), 0o644); err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "plot.dat"), []byte(data.String()), 0o644)
+}
+
+func goroutines(n float64) string {
+	if n == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f", n)
 }
 
 func count(n int) string {
@@ -139,14 +205,8 @@ func ratio(a, b float64) string {
 	return fmt.Sprintf("%.2f×", a/b)
 }
 
-// errs sums the errors of both phases, by kind.
-func errs(runs ...run) string {
-	total := map[string]int{}
-	for _, r := range runs {
-		for kind, n := range r.Result.Errors {
-			total[kind] += n
-		}
-	}
+// errs lists errors by kind.
+func errs(total map[string]int) string {
 	if len(total) == 0 {
 		return "0"
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -38,6 +39,7 @@ type config struct {
 	Warmup      time.Duration // the longest to wait for every subscriber to be waiting before publishing
 	Grace       time.Duration // after publishing, the longest to wait for the last deliveries
 	ServerPID   int           // if set, the server's memory and CPU are read from /proc
+	QuitServer  bool          // at the end, with every subscriber waiting, send the server SIGQUIT (a Go server prints its goroutines and exits)
 }
 
 func (cfg config) validate() error {
@@ -52,6 +54,8 @@ func (cfg config) validate() error {
 		return errors.New("-rate and -duration must be positive (or use -rounds)")
 	case cfg.Burst < 1:
 		return errors.New("-burst must be 1 or more")
+	case cfg.QuitServer && cfg.ServerPID == 0:
+		return errors.New("-sigquit needs the server's -pid")
 	}
 	return checkLoopback(cfg.Target)
 }
@@ -156,6 +160,16 @@ func run(ctx context.Context, cfg config, progress io.Writer) (result, error) {
 	if usage != nil {
 		if err := usage.finished(); err != nil {
 			return result{}, err
+		}
+		again := awaitWaiting(ctx, st, cfg.Subscribers, cfg.Grace, progress)
+		sleep(ctx, cfg.Settle)
+		if err := usage.after(again); err != nil {
+			return result{}, err
+		}
+	}
+	if cfg.QuitServer {
+		if err := syscall.Kill(cfg.ServerPID, syscall.SIGQUIT); err != nil {
+			return result{}, fmt.Errorf("signalling the server: %w", err)
 		}
 	}
 	stopSubs()

@@ -31,11 +31,12 @@ func TestConfigErrors(t *testing.T) {
 	ok := config{Target: "http://127.0.0.1:1", Subscribers: 1, Mode: modeSince, Rate: 1, Burst: 1, Duration: time.Second}
 	require.NoError(t, ok.validate())
 	for name, change := range map[string]func(*config){
-		"no subscribers": func(c *config) { c.Subscribers = 0 },
-		"unknown mode":   func(c *config) { c.Mode = "websocket" },
-		"no rate":        func(c *config) { c.Rate = 0 },
-		"no burst":       func(c *config) { c.Burst = 0 },
-		"remote target":  func(c *config) { c.Target = "http://10.1.2.3:8080" },
+		"no subscribers":  func(c *config) { c.Subscribers = 0 },
+		"unknown mode":    func(c *config) { c.Mode = "websocket" },
+		"no rate":         func(c *config) { c.Rate = 0 },
+		"no burst":        func(c *config) { c.Burst = 0 },
+		"remote target":   func(c *config) { c.Target = "http://10.1.2.3:8080" },
+		"sigquit, no pid": func(c *config) { c.QuitServer = true },
 	} {
 		cfg := ok
 		change(&cfg)
@@ -70,6 +71,7 @@ func assertAllDelivered(t *testing.T, res result, transport string) {
 	if assert.NotNil(t, res.Server) {
 		assert.Positive(t, res.Server.IdleRSSBytes)
 		assert.Greater(t, res.Server.LoadedRSSBytes, res.Server.IdleRSSBytes/2)
+		assert.Greater(t, res.Server.AfterRSSBytes, res.Server.IdleRSSBytes/2)
 		// /proc counts CPU in 10 ms ticks: a run this short may read
 		// none (TestCPUSeconds checks the reading), never less.
 		assert.GreaterOrEqual(t, res.Server.CPUSeconds, 0.0)
@@ -195,6 +197,20 @@ func TestRunAgainstNaive(t *testing.T) {
 	require.NoError(t, err)
 	assertAllDelivered(t, res, "http1")
 	assert.Positive(t, res.Server.HeldBytes)
+}
+
+// -sigquit: at the end, with every subscriber waiting, the server gets
+// SIGQUIT, and a Go server dies of it printing its goroutines.
+func TestRunQuitsServer(t *testing.T) {
+	srv := testproc.Start(t, "../../bench/naive", "-timeout", "2s")
+	cfg := quick("http://"+srv.Addr, srv.Cmd.Process.Pid)
+	cfg.Rounds, cfg.QuitServer = 1, true
+	res, err := run(t.Context(), cfg, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Published)
+	var exit *exec.ExitError
+	require.ErrorAs(t, srv.Wait(), &exit)
+	assert.Equal(t, 2, exit.ExitCode(), "a Go program's exit status after SIGQUIT")
 }
 
 func TestCPUSeconds(t *testing.T) {

@@ -3,8 +3,11 @@
 // publisher sends messages, and it reports the delivered fraction,
 // duplicates, delivery latency (publish to receipt), fan-out time (publish
 // to the last receipt), errors by kind and, given the server's pid, its
-// memory per waiting subscriber and CPU per delivery: as a summary and one
-// JSON line. It talks only to loopback addresses.
+// memory per waiting subscriber (before the traffic and after it) and CPU
+// per delivery: as a summary and one JSON line. With -sigquit it then
+// sends a Go server SIGQUIT, which prints the stack of every goroutine it
+// has with every subscriber waiting (bench/run.sh counts them). It talks
+// only to loopback addresses.
 //
 //	go run ./examples/longpoll -addr 127.0.0.1:8080 &
 //	go run ./cmd/cometload -target http://127.0.0.1:8080 -n 1000 -rate 5 -duration 10s
@@ -58,6 +61,7 @@ func main() {
 	flag.DurationVar(&cfg.Warmup, "warmup", time.Minute, "the longest to wait for every subscriber to be waiting")
 	flag.DurationVar(&cfg.Grace, "grace", 10*time.Second, "the longest to wait for the last deliveries")
 	flag.IntVar(&cfg.ServerPID, "pid", 0, "the server's pid, to report its memory per waiting subscriber and CPU per delivery")
+	flag.BoolVar(&cfg.QuitServer, "sigquit", false, "at the end, with every subscriber waiting, send the server (-pid) SIGQUIT: a Go server prints every goroutine's stack and exits")
 	quiet := flag.Bool("quiet", false, "no progress on stderr")
 	flag.Parse()
 
@@ -80,8 +84,9 @@ func main() {
 	fmt.Printf("latency p50 %.1f ms, p99 %.1f ms; fan-out p50 %.1f ms, p99 %.1f ms; requests %d; errors %v\n",
 		res.LatencyP50Ms, res.LatencyP99Ms, res.FanoutP50Ms, res.FanoutP99Ms, res.Polls, res.Errors)
 	if u := res.Server; u != nil {
-		fmt.Printf("server: RSS %.1f MiB idle, %.1f MiB loaded (%.1f KiB per waiting subscriber); CPU %.2f s (%.1f ms per 10k deliveries)\n",
-			float64(u.IdleRSSBytes)/(1<<20), float64(u.LoadedRSSBytes)/(1<<20), u.HeldBytes/1024, u.CPUSeconds, u.CPUMsPer10k)
+		fmt.Printf("server: RSS %.1f MiB idle, %.1f MiB loaded (%.1f KiB per waiting subscriber), %.1f MiB after (%.1f KiB); CPU %.2f s (%.1f ms per 10k deliveries)\n",
+			float64(u.IdleRSSBytes)/(1<<20), float64(u.LoadedRSSBytes)/(1<<20), u.HeldBytes/1024,
+			float64(u.AfterRSSBytes)/(1<<20), u.AfterBytes/1024, u.CPUSeconds, u.CPUMsPer10k)
 	}
 	line, _ := json.Marshal(res)
 	fmt.Println(string(line))

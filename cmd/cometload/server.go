@@ -16,6 +16,8 @@ type serverUsage struct {
 	HeldBytes      float64 `json:"held_bytes"`       // (loaded − idle) / waiting subscribers
 	CPUSeconds     float64 `json:"cpu_seconds"`      // user + system, from the first publish to the last delivery
 	CPUMsPer10k    float64 `json:"cpu_ms_per_10k_deliveries"`
+	AfterRSSBytes  int64   `json:"after_rss_bytes"` // after the publishing, every subscriber waiting again
+	AfterBytes     float64 `json:"after_bytes"`     // (after − idle) / subscribers waiting then
 
 	waiting  int
 	cpuStart float64
@@ -42,6 +44,16 @@ func (u *serverUsage) loaded() error {
 func (u *serverUsage) finished() error {
 	end, err := cpuSeconds(u.pid)
 	u.CPUSeconds = end - u.cpuStart
+	return err
+}
+
+// after reads the memory once the publishing is over and waiting
+// subscribers are waiting again: what the traffic left behind.
+func (u *serverUsage) after(waiting int) error {
+	var err error
+	if u.AfterRSSBytes, err = residentBytes(u.pid); err == nil && waiting > 0 {
+		u.AfterBytes = float64(u.AfterRSSBytes-u.IdleRSSBytes) / float64(waiting)
+	}
 	return err
 }
 

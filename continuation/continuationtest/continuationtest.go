@@ -37,6 +37,18 @@
 //
 // The server's Close also closes the idle connections of srv.Client(), so
 // that the leak check does not count them.
+//
+// A test of behaviour over the wire should hold in both ways a server can
+// serve waiting requests: attached, each on its net/http goroutine, and
+// detached from net/http (see the continuation package doc, "Detaching").
+// [ServeModes] runs it both ways:
+//
+//	for _, mode := range continuationtest.ServeModes {
+//		t.Run(mode.String(), func(t *testing.T) {
+//			srv := mode.NewServer(t, d)
+//			...
+//		})
+//	}
 package continuationtest
 
 import (
@@ -123,11 +135,10 @@ func (call *Call) Aborted() bool {
 // it when the test ends: d.Drain first, so that requests still waiting
 // answer, then the server's Close. To close it sooner, call d.Shutdown (or
 // d.Drain) before Close: Close waits for every request, waiting ones too.
+// Its waiting requests stay attached; [Detached].NewServer detaches them.
 func NewServer(tb testing.TB, d *continuation.Dispatcher) *httptest.Server {
 	tb.Helper()
-	srv := NewUnstartedServer(tb, d)
-	srv.Start()
-	return srv
+	return Attached.NewServer(tb, d)
 }
 
 // NewUnstartedServer is NewServer without the Start, for a test that
@@ -135,10 +146,64 @@ func NewServer(tb testing.TB, d *continuation.Dispatcher) *httptest.Server {
 // TLS, srv.Config.ConnState, srv.EnableHTTP2 with StartTLS).
 func NewUnstartedServer(tb testing.TB, d *continuation.Dispatcher) *httptest.Server {
 	tb.Helper()
+	return Attached.NewUnstartedServer(tb, d)
+}
+
+// A ServeMode is a way for a test server to serve the requests that wait.
+type ServeMode struct {
+	name   string
+	detach bool
+}
+
+var (
+	// Attached serves with http.Server.Serve: a waiting request keeps its
+	// net/http goroutine.
+	Attached = ServeMode{"attached", false}
+
+	// Detached serves through [continuation.DetachingListener], as
+	// [continuation.Serve] does: a waiting HTTP/1.1 request detaches from
+	// net/http. (StartTLS puts the TLS listener outside it, so over TLS
+	// requests stay attached; see [continuation.ServeTLS].)
+	Detached = ServeMode{"detached", true}
+
+	// ServeModes are both, for a test to run in each.
+	ServeModes = []ServeMode{Attached, Detached}
+)
+
+func (m ServeMode) String() string { return m.name }
+
+// NewServer starts an [httptest.Server] on loopback serving d in mode m,
+// closed when the test ends as [NewServer]'s is. In Detached mode, the
+// end also waits for d.Shutdown (a minute at most), since the server's
+// Close does not wait for detached requests.
+func (m ServeMode) NewServer(tb testing.TB, d *continuation.Dispatcher) *httptest.Server {
+	tb.Helper()
+	srv := m.NewUnstartedServer(tb, d)
+	srv.Start()
+	return srv
+}
+
+// NewUnstartedServer is [ServeMode.NewServer] without the Start, for a
+// test that configures the server first: not its BaseContext or
+// ConnState, which a Detached server has wrapped already (set them on an
+// httptest.Server of your own, then wrap its Listener with
+// [continuation.DetachingListener]).
+func (m ServeMode) NewUnstartedServer(tb testing.TB, d *continuation.Dispatcher) *httptest.Server {
+	tb.Helper()
 	srv := httptest.NewUnstartedServer(d)
+	if m.detach {
+		srv.Listener = continuation.DetachingListener(srv.Config, srv.Listener)
+	}
 	tb.Cleanup(func() {
 		d.Drain()
 		srv.Close()
+		if m.detach {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := d.Shutdown(ctx); err != nil {
+				tb.Errorf("continuationtest: detached requests still running a minute after Drain: %v", err)
+			}
+		}
 	})
 	return srv
 }
@@ -147,10 +212,22 @@ func NewUnstartedServer(tb testing.TB, d *continuation.Dispatcher) *httptest.Ser
 // fails the test if that takes a minute.
 func WaitSuspended(tb testing.TB, d *continuation.Dispatcher, n int) {
 	tb.Helper()
+	waitFor(tb, "suspended", d.Suspended, n)
+}
+
+// WaitDetached waits until at least n requests are detached on d, and
+// fails the test if that takes a minute.
+func WaitDetached(tb testing.TB, d *continuation.Dispatcher, n int) {
+	tb.Helper()
+	waitFor(tb, "detached", d.Detached, n)
+}
+
+func waitFor(tb testing.TB, what string, count func() int, n int) {
+	tb.Helper()
 	deadline := time.Now().Add(time.Minute)
-	for d.Suspended() < n {
+	for count() < n {
 		if time.Now().After(deadline) {
-			tb.Fatalf("continuationtest: %d requests suspended after a minute, want %d", d.Suspended(), n)
+			tb.Fatalf("continuationtest: %d requests %s after a minute, want %d", count(), what, n)
 		}
 		time.Sleep(time.Millisecond)
 	}

@@ -221,3 +221,57 @@ func TestNewUnstartedServer(t *testing.T) {
 		t.Fatal("no answer")
 	}
 }
+
+// ServeModes: a Detached server's waiting requests detach, an Attached
+// server's do not; both answer the same, and a Detached server's end
+// waits for its detached requests.
+func TestServeModes(t *testing.T) {
+	for _, mode := range continuationtest.ServeModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			parked := make(chan *continuation.Continuation, 1)
+			d := continuation.NewDispatcher(parking(parked))
+			srv := mode.NewServer(t, d)
+			client := &http.Client{Transport: &http.Transport{}}
+			defer client.CloseIdleConnections()
+			answer := make(chan string, 1)
+			go func() {
+				resp, err := client.Get(srv.URL)
+				if !assert.NoError(t, err) {
+					answer <- ""
+					return
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				answer <- string(b)
+			}()
+			c := <-parked
+			continuationtest.WaitSuspended(t, d, 1)
+			if mode == continuationtest.Detached {
+				continuationtest.WaitDetached(t, d, 1)
+			} else {
+				assert.Zero(t, d.Detached())
+			}
+			require.NoError(t, c.Resume())
+			assert.Equal(t, "resumed", <-answer)
+		})
+	}
+}
+
+// WaitDetached fails the test when the requests never detach.
+func TestWaitDetachedFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := continuation.NewDispatcher(parking(nil))
+		continuationtest.Start(d, httptest.NewRequest(http.MethodGet, "/", nil))
+		continuationtest.WaitSuspended(t, d, 1)
+		tb := &fakeTB{TB: t}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			continuationtest.WaitDetached(tb, d, 1) // in process: nothing to detach
+		}()
+		<-done
+		require.Len(t, tb.failures, 1)
+		assert.Equal(t, "continuationtest: 0 requests detached after a minute, want 1", tb.failures[0])
+		d.Drain()
+	})
+}

@@ -220,7 +220,7 @@ func run(sc serve.Config, cfg config, metricsAddr string) error {
 		}
 	}
 	srv := sc.Server(s)
-	err = serve.Run(srv, srv.ListenAndServe, s.hub, sc.Drain, cfg.logger)
+	err = serve.Run(srv, "", "", s.hub, sc.Drain, cfg.logger)
 	return errors.Join(err, stopMetrics(), s.Close())
 }
 

@@ -67,9 +67,5 @@ func run(cfg serve.Config, container *servlet.Container, certFile, keyFile strin
 	protocols.SetHTTP2(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv.Protocols = &protocols
-	listen := srv.ListenAndServe
-	if certFile != "" || keyFile != "" {
-		listen = func() error { return srv.ListenAndServeTLS(certFile, keyFile) }
-	}
-	return serve.Run(srv, listen, container, cfg.Drain, log)
+	return serve.Run(srv, certFile, keyFile, container, cfg.Drain, log)
 }

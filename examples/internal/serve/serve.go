@@ -1,7 +1,7 @@
 // Package serve runs the examples' servers as a server of waiting clients
-// should run: with timeouts that bound what a client can hold, and a
-// graceful shutdown on SIGINT or SIGTERM that answers every waiting
-// client, cut short by a second signal.
+// should run: with timeouts that bound what a client can hold, waiting
+// clients detached from net/http, and a graceful shutdown on SIGINT or
+// SIGTERM that answers every waiting client, cut short by a second signal.
 package serve
 
 import (
@@ -70,12 +70,21 @@ type Drainer interface {
 	Shutdown(ctx context.Context) error
 }
 
-// Run serves with listen (srv.ListenAndServe or ListenAndServeTLS) until
-// SIGINT or SIGTERM, then shuts down: d drains (every waiting client is
-// answered) while the server stops accepting and waits for its requests,
-// for at most drain. A second signal stops at once. Run returns nil after
-// a complete graceful shutdown.
-func Run(srv *http.Server, listen func() error, d Drainer, drain time.Duration, log *slog.Logger) error {
+// Run serves srv on srv.Addr until SIGINT or SIGTERM, over TLS when
+// certFile and keyFile are given, then shuts down: d drains (every waiting
+// client is answered) while the server stops accepting and waits for its
+// requests, for at most drain. A second signal stops at once. Run returns
+// nil after a complete graceful shutdown.
+//
+// It serves with detaching (continuation.ListenAndServe): a client that
+// waits over HTTP/1.1 holds no goroutine and none of net/http's buffers
+// while it waits, and d's Shutdown, which Run waits for, covers those the
+// server's Shutdown does not see.
+func Run(srv *http.Server, certFile, keyFile string, d Drainer, drain time.Duration, log *slog.Logger) error {
+	listen := func() error { return continuation.ListenAndServe(srv) }
+	if certFile != "" || keyFile != "" {
+		listen = func() error { return continuation.ListenAndServeTLS(srv, certFile, keyFile) }
+	}
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(signals)

@@ -1,0 +1,25 @@
+package continuation
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+// EpollWatched returns how many connections d's poller has in its epoll
+// set, as the kernel reports it (/proc/self/fdinfo), or -1 if d has no
+// poller running.
+func EpollWatched(d *Dispatcher) int {
+	d.pollMu.Lock()
+	p := d.poll
+	d.pollMu.Unlock()
+	if p == nil {
+		return -1
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", p.epfd))
+	if err != nil {
+		panic(err)
+	}
+	n := strings.Count(string(b), "\ntfd:")
+	return n - 1 // the eventfd that wakes the poller
+}
