@@ -114,11 +114,7 @@ func TestSubscriptionFullBatch(t *testing.T) {
 // one has, incomplete.
 func TestSubscriptionStaleCursor(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		before := clientmgr.New()
-		seen := broadcast(t, before, "room", "old")
-		before.Close()
-		m := clientmgr.New()
-		defer m.Close()
+		seen, m := restarted(t, "room", "old")
 		now := broadcast(t, m, "room", "new")
 		b := subscribe(t, m, "room", seen.Cursor()).take(t)
 		assert.Equal(t, []string{"new"}, data(b))
