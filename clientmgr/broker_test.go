@@ -44,6 +44,15 @@ func (e *engine) node(t *testing.T, opts ...clientmgr.Option) (*clientmgr.Manage
 	return m, b
 }
 
+// twoNodes starts two Managers on one engine that keeps 16 messages: a,
+// with its broker, so that a test can lose deliveries to it, and b.
+func twoNodes(t *testing.T) (a *clientmgr.Manager, onA *engineBroker, b *clientmgr.Manager) {
+	e := newEngine(16)
+	a, onA = e.node(t)
+	b, _ = e.node(t)
+	return a, onA, b
+}
+
 // engineBroker is one node's connection to the engine.
 type engineBroker struct {
 	e      *engine
@@ -56,6 +65,15 @@ type engineBroker struct {
 	// rewound counts ErrSequenceRewound from the node, upon which the
 	// broker starts a new epoch, as redisbroker does.
 	rewound int
+}
+
+// miss broadcasts data on topic from m, lost on its way to this broker's
+// node, as over a dropped connection.
+func (b *engineBroker) miss(t *testing.T, m *clientmgr.Manager, topic, data string) {
+	t.Helper()
+	b.deaf = true
+	defer func() { b.deaf = false }()
+	broadcast(t, m, topic, data)
 }
 
 func (b *engineBroker) Start(_ context.Context, n clientmgr.Node, cfg clientmgr.BrokerConfig) error {
@@ -147,9 +165,7 @@ func (e *engine) rollBack(topic string, n int) {
 // from one node works on the other.
 func TestTwoNodesShareTopics(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEngine(16)
-		a, _ := e.node(t)
-		b, _ := e.node(t)
+		a, _, b := twoNodes(t)
 		onA, onB := start(longPoll(t, a, nil), "/?topic=room"), start(longPoll(t, b, nil), "/?topic=room")
 		synctest.Wait()
 
@@ -171,16 +187,12 @@ func TestTwoNodesShareTopics(t *testing.T) {
 // lost, none twice, and no one told of a loss that did not happen.
 func TestLostDeliveryRecoveredFromHistory(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEngine(16)
-		a, onA := e.node(t)
-		b, _ := e.node(t)
+		a, onA, b := twoNodes(t)
 		h := longPoll(t, a, nil)
 		one := broadcast(t, b, "room", "one")
 		p := start(h, "/?topic=room&cursor="+one.Cursor().String())
 		synctest.Wait()
-		onA.deaf = true
-		broadcast(t, b, "room", "two") // never reaches a
-		onA.deaf = false
+		onA.miss(t, b, "room", "two")
 		broadcast(t, b, "room", "three")
 		assert.Empty(t, p.Wait().Body.String(), "the batch ends at the gap: nothing yet, complete")
 		assert.Equal(t, "room/2:two\nroom/3:three\n", start(h, "/?topic=room&cursor="+one.Cursor().String()).Wait().Body.String())
@@ -230,15 +242,11 @@ func TestRolledBackEngine(t *testing.T) {
 // what was published meanwhile.
 func TestInterruptedWakesEveryone(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEngine(16)
-		a, onA := e.node(t)
-		b, _ := e.node(t)
+		a, onA, b := twoNodes(t)
 		h := longPoll(t, a, nil)
 		x, y := start(h, "/?topic=x"), start(h, "/?topic=y")
 		synctest.Wait()
-		onA.deaf = true
-		broadcast(t, b, "x", "while away")
-		onA.deaf = false
+		onA.miss(t, b, "x", "while away")
 		onA.node.Interrupted()
 		assert.Empty(t, x.Wait().Body.String())
 		assert.Empty(t, y.Wait().Body.String())

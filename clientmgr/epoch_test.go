@@ -15,6 +15,20 @@ import (
 	"github.com/cometkit/cometkit/continuation"
 )
 
+// restarted is a single node's restart: a Manager publishes data on
+// topic and is closed, and a new one starts, closed at the end of the
+// test. It returns the message as a client saw it before the restart, and
+// the new Manager.
+func restarted(t *testing.T, topic, data string) (clientmgr.Message, *clientmgr.Manager) {
+	t.Helper()
+	before := clientmgr.New()
+	seen := broadcast(t, before, topic, data)
+	require.NoError(t, before.Close())
+	m := clientmgr.New()
+	t.Cleanup(func() { m.Close() })
+	return seen, m
+}
+
 // A restart of a single node: the Manager is closed and a new one started,
 // messages are published, and a client comes back with its cursor from
 // before. The new sequence has reached the old cursor's Seq, so a plain
@@ -23,12 +37,7 @@ import (
 // of the new one, told that it may have missed some.
 func TestRestartCursorFromAnotherEpoch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		before := clientmgr.New()
-		seen := broadcast(t, before, "edge", "before the restart")
-		require.NoError(t, before.Close())
-
-		m := clientmgr.New()
-		defer m.Close()
+		seen, m := restarted(t, "edge", "before the restart")
 		var published []clientmgr.Message
 		for _, d := range []string{"one", "two", "three"} {
 			published = append(published, broadcast(t, m, "edge", d))
@@ -51,12 +60,7 @@ func TestRestartCursorFromAnotherEpoch(t *testing.T) {
 // from which it then gets every message of the new sequence.
 func TestRestartNothingPublishedYet(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		before := clientmgr.New()
-		seen := broadcast(t, before, "edge", "x")
-		require.NoError(t, before.Close())
-
-		m := clientmgr.New()
-		defer m.Close()
+		seen, m := restarted(t, "edge", "x")
 		h := longPoll(t, m, nil)
 		assert.Equal(t, "edge incomplete, next 0\n", start(h, "/?topic=edge&cursor="+seen.Cursor().String()).Wait().Body.String())
 		p := start(h, "/?topic=edge&cursor=0")

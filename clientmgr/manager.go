@@ -360,9 +360,13 @@ func (m *Manager) breakOffLocked(t *topic, complete bool) []wakeup {
 	return woken
 }
 
-// interrupted wakes every client: messages may have been published that
-// never reached this node. Each asks again from its cursor.
-func (m *Manager) interrupted() {
+// wakeEveryone finishes the batch of every registered client, complete,
+// and resumes it, one shard at a time. No topic's position is taken as
+// current afterwards: the broker was interrupted, and messages may have
+// been published that never reached this node, so each client asks again
+// from its cursor and reads the history; or the Manager is closing, and no
+// one asks again.
+func (m *Manager) wakeEveryone() {
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.mu.Lock()
@@ -518,16 +522,7 @@ func (m *Manager) Close() error {
 		m.closed.Store(true)
 		close(m.quit)
 		<-m.done
-		for i := range m.shards {
-			s := &m.shards[i]
-			s.mu.Lock()
-			var woken []wakeup
-			for _, t := range s.topics {
-				woken = append(woken, m.breakOffLocked(t, true)...)
-			}
-			s.mu.Unlock()
-			wakeAll(woken)
-		}
+		m.wakeEveryone()
 		m.err = m.broker.Close()
 	})
 	return m.err
@@ -537,7 +532,7 @@ func (m *Manager) Close() error {
 type node struct{ m *Manager }
 
 func (n node) Deliver(msg Message) error { return n.m.deliver(msg) }
-func (n node) Interrupted()              { n.m.interrupted() }
+func (n node) Interrupted()              { n.m.wakeEveryone() }
 func (n node) EpochStarted(topic string, epoch uint64) {
 	n.m.epochStarted(topic, epoch)
 }

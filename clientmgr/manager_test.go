@@ -92,8 +92,7 @@ func TestBatchingUntilDispatch(t *testing.T) {
 		m := clientmgr.New()
 		defer m.Close()
 		gate := make(chan struct{})
-		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c := continuation.FromRequest(r)
+		d := dispatcher(func(w http.ResponseWriter, r *http.Request, c *continuation.Continuation) {
 			if !c.IsInitial() {
 				for _, msg := range clientmgr.Messages(c) {
 					fmt.Fprintf(w, "%d:%s ", msg.Seq, msg.Data)
@@ -103,7 +102,7 @@ func TestBatchingUntilDispatch(t *testing.T) {
 			require.NoError(t, c.Suspend())
 			require.NoError(t, m.Register("room", 0, c))
 			<-gate // the redispatch cannot start before this dispatch returns
-		}))
+		})
 		p := start(d, "/")
 		synctest.Wait()
 		broadcast(t, m, "room", "one")

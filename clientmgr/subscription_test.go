@@ -77,14 +77,10 @@ func TestSubscriptionFollowsTheTopic(t *testing.T) {
 // far as it goes; the subscription reads the rest from the history.
 func TestSubscriptionRecoversAGap(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEngine(16)
-		a, onA := e.node(t)
-		b, _ := e.node(t)
+		a, onA, b := twoNodes(t)
 		one := broadcast(t, b, "room", "1")
 		r := subscribe(t, a, "room", one.Cursor())
-		onA.deaf = true
-		broadcast(t, b, "room", "2")
-		onA.deaf = false
+		onA.miss(t, b, "room", "2")
 		broadcast(t, b, "room", "3")
 		batch := r.take(t)
 		assert.Empty(t, batch.Messages, "the batch ends before the gap")
@@ -114,11 +110,7 @@ func TestSubscriptionFullBatch(t *testing.T) {
 // one has, incomplete.
 func TestSubscriptionStaleCursor(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		before := clientmgr.New()
-		seen := broadcast(t, before, "room", "old")
-		before.Close()
-		m := clientmgr.New()
-		defer m.Close()
+		seen, m := restarted(t, "room", "old")
 		now := broadcast(t, m, "room", "new")
 		b := subscribe(t, m, "room", seen.Cursor()).take(t)
 		assert.Equal(t, []string{"new"}, data(b))

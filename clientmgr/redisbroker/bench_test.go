@@ -2,16 +2,13 @@ package redisbroker_test
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
-	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cometkit/cometkit/clientmgr"
+	"github.com/cometkit/cometkit/clientmgr/internal/fanoutbench"
 	"github.com/cometkit/cometkit/clientmgr/redisbroker"
-	"github.com/cometkit/cometkit/continuation"
 	"github.com/cometkit/cometkit/internal/testredis"
 )
 
@@ -42,12 +39,6 @@ func setups(b *testing.B) []setup {
 	return []setup{{"in-process", inProcess, inProcess}, {"redis-same-node", a, a}, {"redis-cross-node", a, c}}
 }
 
-type discard struct{ h http.Header }
-
-func (w *discard) Header() http.Header         { return w.h }
-func (w *discard) Write(p []byte) (int, error) { return len(p), nil }
-func (w *discard) WriteHeader(int)             {}
-
 // BenchmarkFanout is one Broadcast to 1,000 waiting requests, timed until
 // all of them are answered: the fan-out latency, in process against
 // through Redis to the same node and to another node. The requests
@@ -55,46 +46,8 @@ func (w *discard) WriteHeader(int)             {}
 //
 //	go test -run '^$' -bench Fanout ./clientmgr/redisbroker/
 func BenchmarkFanout(b *testing.B) {
-	const n = 1000
 	for _, s := range setups(b) {
-		b.Run(s.name, func(b *testing.B) {
-			var head clientmgr.Cursor // set before each round's requests start
-			registered := make(chan struct{}, n)
-			d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				c := continuation.FromRequest(r)
-				if !c.IsInitial() {
-					for _, msg := range clientmgr.Messages(c) {
-						w.Write(msg.Data)
-					}
-					return
-				}
-				c.Suspend()
-				if err := s.receiver.RegisterCursor(r.Context(), "fanout", head, c); err != nil {
-					b.Error(err)
-				}
-				registered <- struct{}{}
-			}), continuation.WithDefaultTimeout(0), continuation.WithQueueSize(n))
-			req := httptest.NewRequest(http.MethodGet, "/", nil)
-			for b.Loop() {
-				b.StopTimer()
-				var err error
-				if head, err = s.receiver.Head(context.Background(), "fanout"); err != nil {
-					b.Fatal(err)
-				}
-				var wg sync.WaitGroup
-				for range n {
-					wg.Go(func() { d.ServeHTTP(&discard{h: http.Header{}}, req) })
-				}
-				for range n {
-					<-registered
-				}
-				b.StartTimer()
-				if _, err := s.publisher.Broadcast(context.Background(), "fanout", []byte("hello")); err != nil {
-					b.Fatal(err)
-				}
-				wg.Wait()
-			}
-		})
+		b.Run(s.name, func(b *testing.B) { fanoutbench.Run(b, s.publisher, s.receiver, 1000) })
 	}
 }
 

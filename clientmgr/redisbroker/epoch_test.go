@@ -41,9 +41,7 @@ func TestSnapshotRollback(t *testing.T) {
 	// Clients wait at Seq 300 on a and b (which hold the topic there: no
 	// read) when Redis restarts.
 	onA, onB := newClient("room", pub, at(300)), newClient("room", pub, at(300))
-	waitA, waitB := onA.pollAsync(a), onB.pollAsync(b)
-	awaitRegistered(t, a, "room", 1)
-	awaitRegistered(t, b, "room", 1)
+	waitA, waitB := onA.waitOn(t, a), onB.waitOn(t, b)
 
 	r.Kill()
 	r.Restart() // Redis at Seq 200 of the same epoch
@@ -201,12 +199,10 @@ func TestCutOffNode(t *testing.T) {
 	pub := newPublished()
 	a, b := startNode(t, rdbA, 64), newNode(t, r.Addr, 256)
 	waiting := newClient("room", pub, clientmgr.Cursor{})
-	wait := waiting.pollAsync(a)
-	awaitRegistered(t, a, "room", 1)
+	wait := waiting.waitOn(t, a)
 	first := pub.broadcast(t, b, "room", "m 1")
 	waiting.answer(t, <-wait)
-	wait = waiting.pollAsync(a) // a holds the topic at m 1: no read
-	awaitRegistered(t, a, "room", 1)
+	wait = waiting.waitOn(t, a) // a holds the topic at m 1: no read
 
 	_, err = r.Do("ACL", "SETUSER", "node-a", "off")
 	require.NoError(t, err)
@@ -251,8 +247,7 @@ func TestBracesOnCluster(t *testing.T) {
 	pub := newPublished()
 	for _, topic := range []string{"}room", "{room}", "}", "%7D", "a{b}c%", "plain"} {
 		cl := newClient(topic, pub, clientmgr.Cursor{})
-		wait := cl.pollAsync(b)
-		awaitRegistered(t, b, topic, 1)
+		wait := cl.waitOn(t, b)
 		msg := pub.broadcast(t, a, topic, "on "+topic)
 		assert.Equal(t, uint64(1), msg.Seq, "%q has its own sequence", topic)
 		cl.answer(t, <-wait)
@@ -278,9 +273,7 @@ func TestFlushAll(t *testing.T) {
 	}
 	awaitLast(t, a, "room", last.Cursor())
 	onA, onB := newClient("room", pub, last.Cursor()), newClient("room", pub, last.Cursor())
-	waitA, waitB := onA.pollAsync(a), onB.pollAsync(b)
-	awaitRegistered(t, a, "room", 1)
-	awaitRegistered(t, b, "room", 1)
+	waitA, waitB := onA.waitOn(t, a), onB.waitOn(t, b)
 
 	_, err := r.Do("FLUSHALL")
 	require.NoError(t, err)
@@ -317,9 +310,7 @@ func TestLostLastWrites(t *testing.T) {
 	last := msgs[8]
 	awaitLast(t, a, "room", last.Cursor())
 	onA, onB := newClient("room", pub, last.Cursor()), newClient("room", pub, last.Cursor())
-	waitA, waitB := onA.pollAsync(a), onB.pollAsync(b)
-	awaitRegistered(t, a, "room", 1)
-	awaitRegistered(t, b, "room", 1)
+	waitA, waitB := onA.waitOn(t, a), onB.waitOn(t, b)
 
 	r.Kill()
 	r.TruncateAOF(synced)

@@ -154,11 +154,6 @@ func awaitLast(t *testing.T, n *node, topic string, want clientmgr.Cursor) {
 		"the node has %v, not %v", n.last(topic), want)
 }
 
-func awaitRegistered(t *testing.T, n *node, topic string, count int) {
-	t.Helper()
-	require.Eventually(t, func() bool { return n.mgr.Count(topic) >= count }, 10*time.Second, 2*time.Millisecond)
-}
-
 func awaitMetric(t *testing.T, n *node, name string, atLeast float64) {
 	t.Helper()
 	require.Eventually(t, func() bool { return n.metric(name) >= atLeast }, 10*time.Second, 5*time.Millisecond,
@@ -277,14 +272,19 @@ type polled struct {
 	err   error
 }
 
-// pollAsync starts a poll on n; take its answer with c.answer.
-func (c *client) pollAsync(n *node) <-chan polled {
+// waitOn starts a poll on n and returns once n holds it, waiting for a
+// message; take its answer with c.answer.
+func (c *client) waitOn(t *testing.T, n *node) <-chan polled {
+	t.Helper()
+	registered := n.mgr.Count(c.topic)
 	out := make(chan polled, 1)
 	cursor := c.cursor
 	go func() {
 		b, err := n.poll(context.Background(), c.topic, cursor)
 		out <- polled{b, err}
 	}()
+	require.Eventually(t, func() bool { return n.mgr.Count(c.topic) > registered }, 10*time.Second, 2*time.Millisecond,
+		"the poll on %q waits on the node", c.topic)
 	return out
 }
 
