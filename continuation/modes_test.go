@@ -467,21 +467,10 @@ func TestModesRaces(t *testing.T) {
 				s.redispatch.Store(0)
 				answer := w.get(t.Context(), "/")
 				c := <-s.cs
-				var resumeErr, completeErr error
-				var wg sync.WaitGroup
-				wg.Go(func() { resumeErr = c.Resume() })
-				wg.Go(func() { completeErr = c.Complete() })
-				wg.Wait()
+				resumeErr, completeErr := together(c.Resume, c.Complete)
 				r := await(t, answer)
 				require.NoError(t, r.err)
-				require.True(t, (resumeErr == nil) != (completeErr == nil), "resume %v, complete %v", resumeErr, completeErr)
-				if resumeErr == nil {
-					require.Equal(t, "RESUMED", r.body)
-					require.Equal(t, int32(1), s.redispatch.Load())
-				} else {
-					require.Empty(t, r.body)
-					require.Zero(t, s.redispatch.Load())
-				}
+				requireResumeOrComplete(t, resumeErr, completeErr, r.body, s.redispatch.Load())
 			}
 		})
 		t.Run("resume/disconnect", func(t *testing.T) {
@@ -526,11 +515,7 @@ func TestModesResumeRacesShutdown(t *testing.T) {
 			answer := w.get(t.Context(), "/")
 			c := <-s.cs
 			w.waiting(t, 1)
-			var resumeErr, shutdownErr error
-			var wg sync.WaitGroup
-			wg.Go(func() { resumeErr = c.Resume() })
-			wg.Go(func() { shutdownErr = w.d.Shutdown(t.Context()) })
-			wg.Wait()
+			resumeErr, shutdownErr := together(c.Resume, func() error { return w.d.Shutdown(t.Context()) })
 			r := await(t, answer)
 			require.NoError(t, r.err)
 			require.NoError(t, shutdownErr)

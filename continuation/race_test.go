@@ -74,6 +74,33 @@ func requireLost(t *testing.T, err error) {
 		"a call that lost its race returned %v", err)
 }
 
+// together runs a and b at once, each on a goroutine of its own, and
+// returns their errors once both have returned.
+func together(a, b func() error) (errA, errB error) {
+	var wg sync.WaitGroup
+	wg.Go(func() { errA = a() })
+	wg.Go(func() { errB = b() })
+	wg.Wait()
+	return errA, errB
+}
+
+// requireResumeOrComplete checks the outcome of a Resume racing a
+// Complete: exactly one won, the loser got the error of a lost race, and
+// only a winning Resume redispatched (writing body RESUMED).
+func requireResumeOrComplete(t *testing.T, resumeErr, completeErr error, body string, redispatches int32) {
+	t.Helper()
+	require.True(t, (resumeErr == nil) != (completeErr == nil), "exactly one wins: resume %v, complete %v", resumeErr, completeErr)
+	if resumeErr == nil {
+		require.Equal(t, "RESUMED", body)
+		require.Equal(t, int32(1), redispatches)
+		requireLost(t, completeErr)
+	} else {
+		require.Empty(t, body)
+		require.Zero(t, redispatches)
+		requireLost(t, resumeErr)
+	}
+}
+
 // Resume from 100 goroutines at once: exactly one succeeds, one
 // redispatch.
 func TestResumeFrom100Goroutines(t *testing.T) {
@@ -182,22 +209,9 @@ func TestResumeRacesComplete(t *testing.T) {
 		d := continuation.NewDispatcher(s)
 		cl := get(d, "/")
 		c := <-s.cs
-		var resumeErr, completeErr error
-		var wg sync.WaitGroup
-		wg.Go(func() { resumeErr = c.Resume() })
-		wg.Go(func() { completeErr = c.Complete() })
-		wg.Wait()
+		resumeErr, completeErr := together(c.Resume, c.Complete)
 		body := cl.Wait().Body.String()
-		require.True(t, (resumeErr == nil) != (completeErr == nil), "exactly one wins: resume %v, complete %v", resumeErr, completeErr)
-		if resumeErr == nil {
-			require.Equal(t, "RESUMED", body)
-			require.Equal(t, int32(1), s.redispatch.Load())
-			requireLost(t, completeErr)
-		} else {
-			require.Empty(t, body)
-			require.Zero(t, s.redispatch.Load())
-			requireLost(t, resumeErr)
-		}
+		requireResumeOrComplete(t, resumeErr, completeErr, body, s.redispatch.Load())
 		require.Equal(t, int32(1), s.completions.Load())
 	}
 }
@@ -242,11 +256,7 @@ func TestResumeRacesShutdown(t *testing.T) {
 		d := continuation.NewDispatcher(s)
 		cl := get(d, "/")
 		c := <-s.cs
-		var resumeErr, shutdownErr error
-		var wg sync.WaitGroup
-		wg.Go(func() { resumeErr = c.Resume() })
-		wg.Go(func() { shutdownErr = d.Shutdown(t.Context()) })
-		wg.Wait()
+		resumeErr, shutdownErr := together(c.Resume, func() error { return d.Shutdown(t.Context()) })
 		body := cl.Wait().Body.String()
 		require.NoError(t, shutdownErr)
 		require.Equal(t, int32(1), s.redispatch.Load())
