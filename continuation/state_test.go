@@ -241,13 +241,7 @@ func TestMisuse(t *testing.T) {
 	t.Run("k suspend from another goroutine while suspended", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			cs := make(chan *continuation.Continuation, 1)
-			d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				c := continuation.FromRequest(r)
-				if c.IsInitial() {
-					require.NoError(t, c.Suspend())
-					cs <- c
-				}
-			}))
+			d := continuation.NewDispatcher(suspendEach(t, cs, nil))
 			cl := get(d, "/")
 			c := <-cs
 			synctest.Wait()
@@ -348,13 +342,7 @@ func TestFlagsByPhase(t *testing.T) {
 func TestZeroTimeoutNeverExpires(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cs := make(chan *continuation.Continuation, 1)
-		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c := continuation.FromRequest(r)
-			if c.IsInitial() {
-				require.NoError(t, c.Suspend())
-				cs <- c
-				return
-			}
+		d := continuation.NewDispatcher(suspendEach(t, cs, func(w http.ResponseWriter, c *continuation.Continuation) {
 			assert.False(t, c.IsExpired())
 		}), continuation.WithDefaultTimeout(0))
 		start := time.Now()
