@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cometkit/cometkit/continuation"
+	"github.com/cometkit/cometkit/continuation/continuationtest"
 )
 
 // raceServer suspends every initial dispatch and hands the continuation
@@ -62,6 +63,14 @@ func (s *raceServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		panic(err)
 	}
 	s.cs <- c
+}
+
+// suspendOne serves one request through a new Dispatcher and returns
+// them once the request has suspended.
+func (s *raceServer) suspendOne() (*continuation.Dispatcher, *continuationtest.Call, *continuation.Continuation) {
+	d := continuation.NewDispatcher(s)
+	cl := get(d, "/")
+	return d, cl, <-s.cs
 }
 
 const raceRounds = 200
@@ -106,9 +115,7 @@ func requireResumeOrComplete(t *testing.T, resumeErr, completeErr error, body st
 func TestResumeFrom100Goroutines(t *testing.T) {
 	for range raceRounds / 4 {
 		s := newRaceServer(0)
-		d := continuation.NewDispatcher(s)
-		cl := get(d, "/")
-		c := <-s.cs
+		_, cl, c := s.suspendOne()
 		var wins atomic.Int32
 		var start, wg sync.WaitGroup
 		start.Add(1)
@@ -141,9 +148,7 @@ func TestResumeFrom100Goroutines(t *testing.T) {
 func TestResumeRacesTimeout(t *testing.T) {
 	for i := range raceRounds {
 		s := newRaceServer(time.Millisecond)
-		d := continuation.NewDispatcher(s)
-		cl := get(d, "/")
-		c := <-s.cs
+		_, cl, c := s.suspendOne()
 		time.Sleep(time.Duration(i%40) * 50 * time.Microsecond) // sweep across the deadline
 		err := c.Resume()
 		body := cl.Wait().Body.String()
@@ -179,9 +184,7 @@ func TestResumeRacesTimeoutFakeClock(t *testing.T) {
 	for eps := -20; eps <= 20; eps += 5 {
 		synctest.Test(t, func(t *testing.T) {
 			s := newRaceServer(100 * time.Millisecond)
-			d := continuation.NewDispatcher(s)
-			cl := get(d, "/")
-			c := <-s.cs
+			_, cl, c := s.suspendOne()
 			errc := make(chan error, 1)
 			time.AfterFunc(100*time.Millisecond+time.Duration(eps)*time.Millisecond, func() { errc <- c.Resume() })
 			body := cl.Wait().Body.String()
@@ -206,9 +209,7 @@ func TestResumeRacesTimeoutFakeClock(t *testing.T) {
 func TestResumeRacesComplete(t *testing.T) {
 	for range raceRounds {
 		s := newRaceServer(0)
-		d := continuation.NewDispatcher(s)
-		cl := get(d, "/")
-		c := <-s.cs
+		_, cl, c := s.suspendOne()
 		resumeErr, completeErr := together(c.Resume, c.Complete)
 		body := cl.Wait().Body.String()
 		requireResumeOrComplete(t, resumeErr, completeErr, body, s.redispatch.Load())
@@ -223,9 +224,7 @@ func TestResumeRacesComplete(t *testing.T) {
 func TestResumeRacesDisconnect(t *testing.T) {
 	for i := range raceRounds {
 		s := newRaceServer(0)
-		d := continuation.NewDispatcher(s)
-		cl := get(d, "/")
-		c := <-s.cs
+		d, cl, c := s.suspendOne()
 		var resumeErr error
 		var wg sync.WaitGroup
 		wg.Go(func() {
@@ -253,9 +252,7 @@ func TestResumeRacesDisconnect(t *testing.T) {
 func TestResumeRacesShutdown(t *testing.T) {
 	for range raceRounds / 4 {
 		s := newRaceServer(0)
-		d := continuation.NewDispatcher(s)
-		cl := get(d, "/")
-		c := <-s.cs
+		d, cl, c := s.suspendOne()
 		resumeErr, shutdownErr := together(c.Resume, func() error { return d.Shutdown(t.Context()) })
 		body := cl.Wait().Body.String()
 		require.NoError(t, shutdownErr)
@@ -269,9 +266,7 @@ func TestResumeRacesShutdown(t *testing.T) {
 func TestDisconnectWhileSuspended(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newRaceServer(time.Minute)
-		d := continuation.NewDispatcher(s)
-		cl := get(d, "/")
-		c := <-s.cs
+		d, cl, c := s.suspendOne()
 		synctest.Wait()
 		assert.Equal(t, 1, d.Suspended())
 		cl.Disconnect()
