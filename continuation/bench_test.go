@@ -198,40 +198,23 @@ func BenchmarkRoundTripLoopback(b *testing.B) {
 // this process and count alike for both implementations). Run it with
 // -benchtime=1x: each iteration parks and releases all 5,000.
 func BenchmarkParkedMemory(b *testing.B) {
-	const n = 5000
-	for _, impl := range implementations() {
-		b.Run(impl.name, func(b *testing.B) {
-			for b.Loop() {
-				b.StopTimer()
-				s := impl.new()
-				ts, stop := impl.serve(s)
-				tr := &http.Transport{MaxIdleConnsPerHost: n}
-				client := &http.Client{Transport: tr}
-				before := inUse()
-				var wg sync.WaitGroup
-				for range n {
-					wg.Go(func() {
-						resp, err := client.Get(ts.URL)
-						if err == nil {
-							io.Copy(io.Discard, resp.Body)
-							resp.Body.Close()
-						}
-					})
+	benchmarkHeldMemory(b, "parked", 0, func(b *testing.B, addr string, n int) (release func()) {
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}}
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				resp, err := client.Get("http://" + addr)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
 				}
-				impl.waitHeld(s, n)
-				after := inUse()
-				b.ReportMetric(float64(after.heap-before.heap)/n, "heapB/parked")
-				b.ReportMetric(float64(after.stack-before.stack)/n, "stackB/parked")
-				b.ReportMetric(float64(after.heap+after.stack-before.heap-before.stack)/n, "B/parked")
-				b.ReportMetric(float64(after.goroutines-before.goroutines)/n, "goroutines/parked")
-				s.broadcast("bye")
-				wg.Wait()
-				client.CloseIdleConnections()
-				stop()
-				b.StartTimer()
-			}
-		})
-	}
+			})
+		}
+		return func() {
+			wg.Wait()
+			client.CloseIdleConnections()
+		}
+	})
 }
 
 // BenchmarkWaitingMemory is BenchmarkParkedMemory with clients that are
@@ -239,6 +222,32 @@ func BenchmarkParkedMemory(b *testing.B) {
 // the figures are the server's: its heap and stacks per waiting request,
 // and its goroutines. Run it with -benchtime=1x.
 func BenchmarkWaitingMemory(b *testing.B) {
+	// The settling time is for net/http's goroutines of detached requests
+	// to exit.
+	benchmarkHeldMemory(b, "waiting", 100*time.Millisecond, func(b *testing.B, addr string, n int) (release func()) {
+		conns := make([]net.Conn, 0, n)
+		for range n {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.WriteString(conn, "GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+			conns = append(conns, conn)
+		}
+		return func() {
+			for _, conn := range conns {
+				conn.Close()
+			}
+		}
+	})
+}
+
+// benchmarkHeldMemory runs the memory benchmarks: for each implementation,
+// served on loopback, send starts 5,000 requests to addr and returns what
+// releases its clients once they are answered; when all wait, and settle
+// has passed, the memory and goroutines they added are reported per
+// request, in units named after held.
+func benchmarkHeldMemory(b *testing.B, held string, settle time.Duration, send func(b *testing.B, addr string, n int) (release func())) {
 	const n = 5000
 	for _, impl := range implementations() {
 		b.Run(impl.name, func(b *testing.B) {
@@ -246,28 +255,18 @@ func BenchmarkWaitingMemory(b *testing.B) {
 				b.StopTimer()
 				s := impl.new()
 				ts, stop := impl.serve(s)
-				conns := make([]net.Conn, 0, n)
 				before := inUse()
-				for range n {
-					conn, err := net.Dial("tcp", ts.Listener.Addr().String())
-					if err != nil {
-						b.Fatal(err)
-					}
-					io.WriteString(conn, "GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
-					conns = append(conns, conn)
-				}
+				release := send(b, ts.Listener.Addr().String(), n)
 				impl.waitHeld(s, n)
-				time.Sleep(100 * time.Millisecond) // for net/http's goroutines of detached requests to exit
+				time.Sleep(settle)
 				after := inUse()
 				heap, stack := int64(after.heap)-int64(before.heap), int64(after.stack)-int64(before.stack)
-				b.ReportMetric(float64(heap)/n, "heapB/waiting")
-				b.ReportMetric(float64(stack)/n, "stackB/waiting")
-				b.ReportMetric(float64(heap+stack)/n, "B/waiting")
-				b.ReportMetric(float64(after.goroutines-before.goroutines)/n, "goroutines/waiting")
+				b.ReportMetric(float64(heap)/n, "heapB/"+held)
+				b.ReportMetric(float64(stack)/n, "stackB/"+held)
+				b.ReportMetric(float64(heap+stack)/n, "B/"+held)
+				b.ReportMetric(float64(after.goroutines-before.goroutines)/n, "goroutines/"+held)
 				s.broadcast("bye")
-				for _, conn := range conns {
-					conn.Close()
-				}
+				release()
 				stop()
 				b.StartTimer()
 			}

@@ -321,25 +321,18 @@ func TestDetachedKeepAlive(t *testing.T) {
 	}}
 	defer client.CloseIdleConnections()
 	for round := range polls {
-		answers := make(chan string, clients)
-		for range clients {
-			go func() {
-				resp, err := client.Get(srv.URL)
-				if err != nil {
-					answers <- err.Error()
-					return
-				}
-				defer resp.Body.Close()
-				b, _ := io.ReadAll(resp.Body)
-				answers <- string(b)
-			}()
+		answers := make([]<-chan continuationtest.Answer, clients)
+		for i := range answers {
+			answers[i] = continuationtest.Get(t.Context(), client, srv.URL)
 		}
 		require.Eventually(t, func() bool { return ws.len() == clients && d.Detached() == clients },
 			30*time.Second, time.Millisecond, "round %d: waiting %d, detached %d", round, ws.len(), d.Detached())
 		msg := fmt.Sprint("message ", round)
 		require.Equal(t, clients, ws.broadcast(msg))
-		for range clients {
-			assert.Equal(t, msg, <-answers)
+		for _, answer := range answers {
+			a := <-answer
+			require.NoError(t, a.Err)
+			assert.Equal(t, msg, a.Body)
 		}
 	}
 	assert.Equal(t, int32(clients), dials.Load(), "TCP connections dialled")
@@ -799,25 +792,27 @@ func TestDetachedTLS(t *testing.T) {
 	}}
 	defer http1.CloseIdleConnections()
 	for range 3 {
-		answer := make(chan string, 1)
-		go func() { answer <- bodyOf(t, http1, url) }()
+		answer := continuationtest.Get(t.Context(), http1, url)
 		c := <-h.cs
 		continuationtest.WaitDetached(t, d, 1)
 		require.NoError(t, c.Resume())
-		assert.Equal(t, "polled HTTP/1.1", <-answer)
+		a := <-answer
+		require.NoError(t, a.Err)
+		assert.Equal(t, "polled HTTP/1.1", a.Body)
 	}
 	assert.Equal(t, int32(1), dials.Load(), "connections (handshakes) for three polls")
 
 	http2 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}}
 	defer http2.CloseIdleConnections()
-	answer := make(chan string, 1)
-	go func() { answer <- bodyOf(t, http2, url) }()
+	answer := continuationtest.Get(t.Context(), http2, url)
 	c := <-h.cs
 	require.Eventually(t, func() bool { return metricValue(t, reg, "cometkit_attached_waits_total", "reason", "protocol") == 1 },
 		30*time.Second, time.Millisecond)
 	assert.Zero(t, d.Detached())
 	require.NoError(t, c.Resume())
-	assert.Equal(t, "polled HTTP/2.0", <-answer)
+	a := <-answer
+	require.NoError(t, a.Err)
+	assert.Equal(t, "polled HTTP/2.0", a.Body)
 
 	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
 	require.NoError(t, err)
@@ -831,16 +826,6 @@ func TestDetachedTLS(t *testing.T) {
 	assert.Equal(t, "polled HTTP/1.1", body)
 	assert.True(t, resp.Close, "Connection: close, for the pipelined request behind it")
 	assert.True(t, rc.closed(t))
-}
-
-func bodyOf(t *testing.T, client *http.Client, url string) string {
-	resp, err := client.Get(url)
-	if !assert.NoError(t, err) {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
 }
 
 // testCertificate makes a certificate for 127.0.0.1, and the pool that

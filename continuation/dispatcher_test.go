@@ -98,13 +98,7 @@ func TestRedispatchIsNeverRefused(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const n = 50
 		cs := make(chan *continuation.Continuation, n)
-		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c := continuation.FromRequest(r)
-			if c.IsInitial() {
-				require.NoError(t, c.Suspend())
-				cs <- c
-				return
-			}
+		d := continuation.NewDispatcher(suspendEach(t, cs, func(w http.ResponseWriter, c *continuation.Continuation) {
 			time.Sleep(time.Millisecond) // keep the single worker busy
 			io.WriteString(w, "RESUMED")
 		}), continuation.WithWorkers(1), continuation.WithQueueSize(0), continuation.WithLogger(discardLogger()))

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/cometkit/cometkit/continuation"
@@ -61,6 +62,22 @@ func recordingListener(h *history) continuation.Listener {
 		Timeout:  func(*continuation.Continuation) { h.add("onTimeout") },
 		Complete: func(*continuation.Continuation) { h.add("onComplete") },
 	}
+}
+
+// suspendEach returns a handler that suspends every first dispatch and
+// sends its continuation on cs; a redispatch runs again (if not nil).
+func suspendEach(t *testing.T, cs chan<- *continuation.Continuation, again func(http.ResponseWriter, *continuation.Continuation)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := continuation.FromRequest(r)
+		if c.IsInitial() {
+			require.NoError(t, c.Suspend())
+			cs <- c
+			return
+		}
+		if again != nil {
+			again(w, c)
+		}
+	})
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -95,40 +95,20 @@ func (h *waitForever) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// result is a response as the client saw it.
-type result struct {
-	code   int
-	header http.Header
-	body   string
-	err    error
+// get sends a GET in the background; the answer arrives on the channel.
+func (w *wire) get(ctx context.Context, path string) <-chan continuationtest.Answer {
+	return continuationtest.Get(ctx, w.client, w.url+path)
 }
 
-// get sends a GET in the background; the result arrives on the channel.
-func (w *wire) get(ctx context.Context, path string) <-chan result {
-	out := make(chan result, 1)
-	go func() {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.url+path, nil)
-		resp, err := w.client.Do(req)
-		if err != nil {
-			out <- result{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		out <- result{code: resp.StatusCode, header: resp.Header, body: string(b), err: err}
-	}()
-	return out
-}
-
-// await returns a result, or fails the test if none comes in 30 s.
-func await(t *testing.T, ch <-chan result) result {
+// await returns an answer, or fails the test if none comes in 30 s.
+func await(t *testing.T, ch <-chan continuationtest.Answer) continuationtest.Answer {
 	t.Helper()
 	select {
 	case r := <-ch:
 		return r
 	case <-time.After(30 * time.Second):
 		t.Fatal("no answer in 30 s")
-		return result{}
+		return continuationtest.Answer{}
 	}
 }
 
@@ -181,8 +161,8 @@ func TestModesWaitEndings(t *testing.T) {
 		c.SetAttribute("msg", "hello")
 		require.NoError(t, c.Resume())
 		r := await(t, answer)
-		require.NoError(t, r.err)
-		assert.Equal(t, "hello", r.body)
+		require.NoError(t, r.Err)
+		assert.Equal(t, "hello", r.Body)
 		<-c.Done()
 		assert.Equal(t, []string{"onDispatch", "resumed", "onComplete"}, hist.get())
 		assert.ErrorIs(t, c.Resume(), continuation.ErrCompleted)
@@ -192,8 +172,8 @@ func TestModesWaitEndings(t *testing.T) {
 		answer = w.get(t.Context(), "/?timeout")
 		c = <-cs
 		r = await(t, answer)
-		require.NoError(t, r.err)
-		assert.Equal(t, http.StatusNoContent, r.code)
+		require.NoError(t, r.Err)
+		assert.Equal(t, http.StatusNoContent, r.Response.StatusCode)
 		<-c.Done()
 		assert.Equal(t, []string{"onTimeout", "onDispatch", "expired", "onComplete"}, hist.get())
 
@@ -208,9 +188,9 @@ func TestModesWaitEndings(t *testing.T) {
 			assert.NoError(t, c.Complete())
 		}()
 		r = await(t, answer)
-		require.NoError(t, r.err)
-		assert.Equal(t, "completed", r.body)
-		assert.Equal(t, "text/plain", r.header.Get("Content-Type"))
+		require.NoError(t, r.Err)
+		assert.Equal(t, "completed", r.Body)
+		assert.Equal(t, "text/plain", r.Response.Header.Get("Content-Type"))
 		<-c.Done()
 		assert.Equal(t, []string{"onComplete"}, hist.get())
 		w.settled(t)
@@ -317,15 +297,15 @@ func TestModesPanics(t *testing.T) {
 			require.NoError(t, c.Resume())
 			r := await(t, answer)
 			if tt.code == 0 {
-				assert.Error(t, r.err, tt.path)
+				assert.Error(t, r.Err, tt.path)
 			} else {
-				require.NoError(t, r.err, tt.path)
-				assert.Equal(t, tt.code, r.code, tt.path)
+				require.NoError(t, r.Err, tt.path)
+				assert.Equal(t, tt.code, r.Response.StatusCode, tt.path)
 			}
 			<-c.Done()
 			r = await(t, w.get(t.Context(), "/ok"))
-			require.NoError(t, r.err)
-			assert.Equal(t, "ok", r.body, "served after %s", tt.path)
+			require.NoError(t, r.Err)
+			assert.Equal(t, "ok", r.Body, "served after %s", tt.path)
 		}
 		assert.Equal(t, int32(4), completions.Load())
 		w.settled(t)
@@ -349,7 +329,7 @@ func TestModesDisconnect(t *testing.T) {
 		default:
 		}
 		cancel()
-		assert.ErrorIs(t, await(t, answer).err, context.Canceled)
+		assert.ErrorIs(t, await(t, answer).Err, context.Canceled)
 		select {
 		case <-p.c.Done():
 		case <-time.After(30 * time.Second):
@@ -373,7 +353,7 @@ func TestModesShutdown(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode continuationtest.ServeMode) {
 		const n = 20
 		w := newWire(t, mode, &waiters{}, continuation.WithDefaultTimeout(0))
-		var answers []<-chan result
+		var answers []<-chan continuationtest.Answer
 		for range n {
 			answers = append(answers, w.get(t.Context(), "/"))
 		}
@@ -383,14 +363,14 @@ func TestModesShutdown(t *testing.T) {
 		require.NoError(t, w.d.Shutdown(ctx))
 		for _, a := range answers {
 			r := await(t, a)
-			require.NoError(t, r.err)
-			assert.Equal(t, http.StatusNoContent, r.code)
+			require.NoError(t, r.Err)
+			assert.Equal(t, http.StatusNoContent, r.Response.StatusCode)
 		}
 		assert.Zero(t, w.d.Suspended())
 		assert.Zero(t, w.d.Detached(), "Shutdown returned with requests detached")
 		r := await(t, w.get(t.Context(), "/"))
-		require.NoError(t, r.err)
-		assert.Equal(t, http.StatusServiceUnavailable, r.code)
+		require.NoError(t, r.Err)
+		assert.Equal(t, http.StatusServiceUnavailable, r.Response.StatusCode)
 	})
 }
 
@@ -415,23 +395,15 @@ func TestModesBodyReadAhead(t *testing.T) {
 			require.NoError(t, c.Suspend())
 			cs <- c
 		}))
-		answer := make(chan result, 1)
-		go func() {
-			resp, err := w.client.Post(w.url, "text/plain", strings.NewReader("payload"))
-			if err != nil {
-				answer <- result{err: err}
-				return
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			answer <- result{code: resp.StatusCode, body: string(b), err: err}
-		}()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, w.url, strings.NewReader("payload"))
+		require.NoError(t, err)
+		answer := continuationtest.Do(w.client, req)
 		c := <-cs
 		w.waiting(t, 1)
 		require.NoError(t, c.Resume())
 		r := await(t, answer)
-		require.NoError(t, r.err)
-		assert.Equal(t, "pay|load", r.body)
+		require.NoError(t, r.Err)
+		assert.Equal(t, "pay|load", r.Body)
 	})
 }
 
@@ -453,11 +425,11 @@ func TestModesRaces(t *testing.T) {
 				time.Sleep(time.Duration(i%10) * 200 * time.Microsecond)
 				err := c.Resume()
 				r := await(t, answer)
-				require.NoError(t, r.err)
+				require.NoError(t, r.Err)
 				<-c.Done()
 				require.Equal(t, int32(1), s.redispatch.Load())
 				require.Equal(t, int32(1), s.completions.Load())
-				requireOneEnding(t, err, r.body, s.timeouts.Load())
+				requireOneEnding(t, err, r.Body, s.timeouts.Load())
 			}
 		})
 		t.Run("resume/complete", func(t *testing.T) {
@@ -467,21 +439,10 @@ func TestModesRaces(t *testing.T) {
 				s.redispatch.Store(0)
 				answer := w.get(t.Context(), "/")
 				c := <-s.cs
-				var resumeErr, completeErr error
-				var wg sync.WaitGroup
-				wg.Go(func() { resumeErr = c.Resume() })
-				wg.Go(func() { completeErr = c.Complete() })
-				wg.Wait()
+				resumeErr, completeErr := together(c.Resume, c.Complete)
 				r := await(t, answer)
-				require.NoError(t, r.err)
-				require.True(t, (resumeErr == nil) != (completeErr == nil), "resume %v, complete %v", resumeErr, completeErr)
-				if resumeErr == nil {
-					require.Equal(t, "RESUMED", r.body)
-					require.Equal(t, int32(1), s.redispatch.Load())
-				} else {
-					require.Empty(t, r.body)
-					require.Zero(t, s.redispatch.Load())
-				}
+				require.NoError(t, r.Err)
+				requireResumeOrComplete(t, resumeErr, completeErr, r.Body, s.redispatch.Load())
 			}
 		})
 		t.Run("resume/disconnect", func(t *testing.T) {
@@ -526,16 +487,12 @@ func TestModesResumeRacesShutdown(t *testing.T) {
 			answer := w.get(t.Context(), "/")
 			c := <-s.cs
 			w.waiting(t, 1)
-			var resumeErr, shutdownErr error
-			var wg sync.WaitGroup
-			wg.Go(func() { resumeErr = c.Resume() })
-			wg.Go(func() { shutdownErr = w.d.Shutdown(t.Context()) })
-			wg.Wait()
+			resumeErr, shutdownErr := together(c.Resume, func() error { return w.d.Shutdown(t.Context()) })
 			r := await(t, answer)
-			require.NoError(t, r.err)
+			require.NoError(t, r.Err)
 			require.NoError(t, shutdownErr)
 			require.Equal(t, int32(1), s.redispatch.Load())
-			requireOneEnding(t, resumeErr, r.body, s.timeouts.Load())
+			requireOneEnding(t, resumeErr, r.Body, s.timeouts.Load())
 		}
 	})
 }
@@ -566,6 +523,6 @@ func TestModesWriteTimeout(t *testing.T) {
 		w.waiting(t, 1)
 		time.Sleep(200 * time.Millisecond)
 		require.NoError(t, c.Resume())
-		assert.Error(t, await(t, answer).err)
+		assert.Error(t, await(t, answer).Err)
 	})
 }

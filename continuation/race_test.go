@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cometkit/cometkit/continuation"
+	"github.com/cometkit/cometkit/continuation/continuationtest"
 )
 
 // raceServer suspends every initial dispatch and hands the continuation
@@ -64,6 +65,14 @@ func (s *raceServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.cs <- c
 }
 
+// suspendOne serves one request through a new Dispatcher and returns
+// them once the request has suspended.
+func (s *raceServer) suspendOne() (*continuation.Dispatcher, *continuationtest.Call, *continuation.Continuation) {
+	d := continuation.NewDispatcher(s)
+	cl := get(d, "/")
+	return d, cl, <-s.cs
+}
+
 const raceRounds = 200
 
 // requireLost checks the error of a call that lost its race: the
@@ -74,14 +83,39 @@ func requireLost(t *testing.T, err error) {
 		"a call that lost its race returned %v", err)
 }
 
+// together runs a and b at once, each on a goroutine of its own, and
+// returns their errors once both have returned.
+func together(a, b func() error) (errA, errB error) {
+	var wg sync.WaitGroup
+	wg.Go(func() { errA = a() })
+	wg.Go(func() { errB = b() })
+	wg.Wait()
+	return errA, errB
+}
+
+// requireResumeOrComplete checks the outcome of a Resume racing a
+// Complete: exactly one won, the loser got the error of a lost race, and
+// only a winning Resume redispatched (writing body RESUMED).
+func requireResumeOrComplete(t *testing.T, resumeErr, completeErr error, body string, redispatches int32) {
+	t.Helper()
+	require.True(t, (resumeErr == nil) != (completeErr == nil), "exactly one wins: resume %v, complete %v", resumeErr, completeErr)
+	if resumeErr == nil {
+		require.Equal(t, "RESUMED", body)
+		require.Equal(t, int32(1), redispatches)
+		requireLost(t, completeErr)
+	} else {
+		require.Empty(t, body)
+		require.Zero(t, redispatches)
+		requireLost(t, resumeErr)
+	}
+}
+
 // Resume from 100 goroutines at once: exactly one succeeds, one
 // redispatch.
 func TestResumeFrom100Goroutines(t *testing.T) {
 	for range raceRounds / 4 {
 		s := newRaceServer(0)
-		d := continuation.NewDispatcher(s)
-		cl := get(d, "/")
-		c := <-s.cs
+		_, cl, c := s.suspendOne()
 		var wins atomic.Int32
 		var start, wg sync.WaitGroup
 		start.Add(1)
@@ -114,9 +148,7 @@ func TestResumeFrom100Goroutines(t *testing.T) {
 func TestResumeRacesTimeout(t *testing.T) {
 	for i := range raceRounds {
 		s := newRaceServer(time.Millisecond)
-		d := continuation.NewDispatcher(s)
-		cl := get(d, "/")
-		c := <-s.cs
+		_, cl, c := s.suspendOne()
 		time.Sleep(time.Duration(i%40) * 50 * time.Microsecond) // sweep across the deadline
 		err := c.Resume()
 		body := cl.Wait().Body.String()
@@ -152,9 +184,7 @@ func TestResumeRacesTimeoutFakeClock(t *testing.T) {
 	for eps := -20; eps <= 20; eps += 5 {
 		synctest.Test(t, func(t *testing.T) {
 			s := newRaceServer(100 * time.Millisecond)
-			d := continuation.NewDispatcher(s)
-			cl := get(d, "/")
-			c := <-s.cs
+			_, cl, c := s.suspendOne()
 			errc := make(chan error, 1)
 			time.AfterFunc(100*time.Millisecond+time.Duration(eps)*time.Millisecond, func() { errc <- c.Resume() })
 			body := cl.Wait().Body.String()
@@ -179,25 +209,10 @@ func TestResumeRacesTimeoutFakeClock(t *testing.T) {
 func TestResumeRacesComplete(t *testing.T) {
 	for range raceRounds {
 		s := newRaceServer(0)
-		d := continuation.NewDispatcher(s)
-		cl := get(d, "/")
-		c := <-s.cs
-		var resumeErr, completeErr error
-		var wg sync.WaitGroup
-		wg.Go(func() { resumeErr = c.Resume() })
-		wg.Go(func() { completeErr = c.Complete() })
-		wg.Wait()
+		_, cl, c := s.suspendOne()
+		resumeErr, completeErr := together(c.Resume, c.Complete)
 		body := cl.Wait().Body.String()
-		require.True(t, (resumeErr == nil) != (completeErr == nil), "exactly one wins: resume %v, complete %v", resumeErr, completeErr)
-		if resumeErr == nil {
-			require.Equal(t, "RESUMED", body)
-			require.Equal(t, int32(1), s.redispatch.Load())
-			requireLost(t, completeErr)
-		} else {
-			require.Empty(t, body)
-			require.Zero(t, s.redispatch.Load())
-			requireLost(t, resumeErr)
-		}
+		requireResumeOrComplete(t, resumeErr, completeErr, body, s.redispatch.Load())
 		require.Equal(t, int32(1), s.completions.Load())
 	}
 }
@@ -209,9 +224,7 @@ func TestResumeRacesComplete(t *testing.T) {
 func TestResumeRacesDisconnect(t *testing.T) {
 	for i := range raceRounds {
 		s := newRaceServer(0)
-		d := continuation.NewDispatcher(s)
-		cl := get(d, "/")
-		c := <-s.cs
+		d, cl, c := s.suspendOne()
 		var resumeErr error
 		var wg sync.WaitGroup
 		wg.Go(func() {
@@ -239,14 +252,8 @@ func TestResumeRacesDisconnect(t *testing.T) {
 func TestResumeRacesShutdown(t *testing.T) {
 	for range raceRounds / 4 {
 		s := newRaceServer(0)
-		d := continuation.NewDispatcher(s)
-		cl := get(d, "/")
-		c := <-s.cs
-		var resumeErr, shutdownErr error
-		var wg sync.WaitGroup
-		wg.Go(func() { resumeErr = c.Resume() })
-		wg.Go(func() { shutdownErr = d.Shutdown(t.Context()) })
-		wg.Wait()
+		d, cl, c := s.suspendOne()
+		resumeErr, shutdownErr := together(c.Resume, func() error { return d.Shutdown(t.Context()) })
 		body := cl.Wait().Body.String()
 		require.NoError(t, shutdownErr)
 		require.Equal(t, int32(1), s.redispatch.Load())
@@ -259,9 +266,7 @@ func TestResumeRacesShutdown(t *testing.T) {
 func TestDisconnectWhileSuspended(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newRaceServer(time.Minute)
-		d := continuation.NewDispatcher(s)
-		cl := get(d, "/")
-		c := <-s.cs
+		d, cl, c := s.suspendOne()
 		synctest.Wait()
 		assert.Equal(t, 1, d.Suspended())
 		cl.Disconnect()

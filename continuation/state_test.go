@@ -167,42 +167,32 @@ func TestMisuse(t *testing.T) {
 		})
 		assert.Equal(t, "suspend:already suspended in this dispatch RESUMED", body)
 	})
-	t.Run("e complete then resume", func(t *testing.T) {
-		body := misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
-			if !c.IsInitial() {
-				io.WriteString(w, " REDISPATCHED")
-				return
-			}
-			require.NoError(t, c.Suspend())
-			require.NoError(t, c.Complete())
-			io.WriteString(w, "resume:"+errName(c.Resume())+" COMPLETED")
+	// e–g: once a Resume or Complete has ended the suspension, a second
+	// call in the same dispatch is an error and changes nothing: the first
+	// decides whether the request is redispatched.
+	resume, complete := (*continuation.Continuation).Resume, (*continuation.Continuation).Complete
+	for _, tc := range []struct {
+		name             string
+		first, second    func(*continuation.Continuation) error
+		secondName, want string
+	}{
+		{"e complete then resume", complete, resume, "resume", "resume:not suspended"},
+		{"f resume then complete", resume, complete, "complete", "complete:not suspended REDISPATCHED"},
+		{"g resume twice before return", resume, resume, "resume", "resume:not suspended REDISPATCHED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
+				if !c.IsInitial() {
+					io.WriteString(w, " REDISPATCHED")
+					return
+				}
+				require.NoError(t, c.Suspend())
+				require.NoError(t, tc.first(c))
+				io.WriteString(w, tc.secondName+":"+errName(tc.second(c)))
+			})
+			assert.Equal(t, tc.want, body)
 		})
-		assert.Equal(t, "resume:not suspended COMPLETED", body)
-	})
-	t.Run("f resume then complete", func(t *testing.T) {
-		body := misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
-			if !c.IsInitial() {
-				io.WriteString(w, " RESUMED")
-				return
-			}
-			require.NoError(t, c.Suspend())
-			require.NoError(t, c.Resume())
-			io.WriteString(w, "complete:"+errName(c.Complete()))
-		})
-		assert.Equal(t, "complete:not suspended RESUMED", body)
-	})
-	t.Run("g resume twice before return", func(t *testing.T) {
-		body := misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
-			if !c.IsInitial() {
-				io.WriteString(w, " RESUMED")
-				return
-			}
-			require.NoError(t, c.Suspend())
-			require.NoError(t, c.Resume())
-			io.WriteString(w, "resume:"+errName(c.Resume()))
-		})
-		assert.Equal(t, "resume:not suspended RESUMED", body)
-	})
+	}
 	t.Run("h resume twice after return", func(t *testing.T) {
 		var second error
 		body := misuse(t, func(w http.ResponseWriter, c *continuation.Continuation) {
@@ -251,13 +241,7 @@ func TestMisuse(t *testing.T) {
 	t.Run("k suspend from another goroutine while suspended", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			cs := make(chan *continuation.Continuation, 1)
-			d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				c := continuation.FromRequest(r)
-				if c.IsInitial() {
-					require.NoError(t, c.Suspend())
-					cs <- c
-				}
-			}))
+			d := continuation.NewDispatcher(suspendEach(t, cs, nil))
 			cl := get(d, "/")
 			c := <-cs
 			synctest.Wait()
@@ -358,13 +342,7 @@ func TestFlagsByPhase(t *testing.T) {
 func TestZeroTimeoutNeverExpires(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cs := make(chan *continuation.Continuation, 1)
-		d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c := continuation.FromRequest(r)
-			if c.IsInitial() {
-				require.NoError(t, c.Suspend())
-				cs <- c
-				return
-			}
+		d := continuation.NewDispatcher(suspendEach(t, cs, func(w http.ResponseWriter, c *continuation.Continuation) {
 			assert.False(t, c.IsExpired())
 		}), continuation.WithDefaultTimeout(0))
 		start := time.Now()

@@ -19,19 +19,19 @@
 //
 // [NewServer] serves a Dispatcher over real sockets on loopback, and drains
 // it before closing, so requests still waiting answer instead of holding
-// the test's end; [WaitSuspended] waits for requests to suspend, and
-// [VerifyNoLeaks] fails a test that leaves goroutines behind:
+// the test's end; [Get] sends a request that the test answers later,
+// [WaitSuspended] waits for requests to suspend, and [VerifyNoLeaks] fails
+// a test that leaves goroutines behind:
 //
 //	func TestPoll(t *testing.T) {
 //		continuationtest.VerifyNoLeaks(t)
 //		d := continuation.NewDispatcher(poll)
 //		srv := continuationtest.NewServer(t, d)
-//		answer := make(chan string, 1)
-//		go func() { answer <- getBody(srv.Client(), srv.URL+"/poll") }()
+//		answer := continuationtest.Get(t.Context(), srv.Client(), srv.URL+"/poll")
 //		continuationtest.WaitSuspended(t, d, 1)
 //		publish("hello")
-//		if got := <-answer; got != "hello" {
-//			t.Errorf("body = %q", got)
+//		if a := <-answer; a.Err != nil || a.Body != "hello" {
+//			t.Errorf("body %q, error %v", a.Body, a.Err)
 //		}
 //	}
 //
@@ -53,6 +53,7 @@ package continuationtest
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -206,6 +207,57 @@ func (m ServeMode) NewUnstartedServer(tb testing.TB, d *continuation.Dispatcher)
 		}
 	})
 	return srv
+}
+
+// An Answer is what a client received for a request sent with [Do] or
+// [Get].
+type Answer struct {
+	// Response is the response, with its Body read into Body and closed;
+	// nil when no response arrived.
+	Response *http.Response
+
+	// Body is the response's body, as much of it as arrived.
+	Body string
+
+	// Err is the error that ended the request, or the reading of its
+	// body; nil when the whole answer arrived.
+	Err error
+}
+
+// Do sends req with client from a goroutine of its own and returns at
+// once, so that a test can act while the request waits: suspend it,
+// resume it, cancel req's context as a client that leaves does. The
+// channel receives the [Answer] once the body has been read to its end
+// or the request has failed. The goroutine ends with the request; the
+// channel has room for the answer, so a test that stops listening
+// leaves nothing blocked.
+func Do(client *http.Client, req *http.Request) <-chan Answer {
+	answer := make(chan Answer, 1)
+	go func() {
+		resp, err := client.Do(req)
+		if err != nil {
+			answer <- Answer{Err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		answer <- Answer{Response: resp, Body: string(body), Err: err}
+	}()
+	return answer
+}
+
+// Get is [Do] with a GET request for url, made with ctx. A request made
+// with a test's t.Context ends as one whose client left when the test
+// function returns, before the test's cleanups run (the drain of
+// [NewServer] among them).
+func Get(ctx context.Context, client *http.Client, url string) <-chan Answer {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		answer := make(chan Answer, 1)
+		answer <- Answer{Err: err}
+		return answer
+	}
+	return Do(client, req)
 }
 
 // WaitSuspended waits until at least n requests are suspended on d, and

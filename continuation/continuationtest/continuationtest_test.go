@@ -1,11 +1,13 @@
 package continuationtest_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -96,23 +98,69 @@ func TestAborted(t *testing.T) {
 // server's Close forever.
 func TestNewServerDrainsAtCleanup(t *testing.T) {
 	d := continuation.NewDispatcher(parking(nil))
-	answer := make(chan string, 1)
+	var answer <-chan continuationtest.Answer
+	outlives := t.Context() // the subtest's is cancelled before its cleanups
 	t.Run("test", func(t *testing.T) {
 		srv := continuationtest.NewServer(t, d)
-		go func() {
-			resp, err := srv.Client().Get(srv.URL)
-			if err != nil {
-				answer <- err.Error()
-				return
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			answer <- string(b)
-		}()
+		answer = continuationtest.Get(outlives, srv.Client(), srv.URL)
 		continuationtest.WaitSuspended(t, d, 1)
 	})
-	assert.Equal(t, "expired", <-answer)
+	a := <-answer
+	require.NoError(t, a.Err)
+	assert.Equal(t, "expired", a.Body)
 	assert.Zero(t, d.Suspended())
+}
+
+// Get and Do return at once and deliver the answer when it has all
+// arrived; a request whose context is cancelled while it waits ends on
+// both sides, with the context's error.
+func TestGetAndDo(t *testing.T) {
+	parked := make(chan *continuation.Continuation, 1)
+	d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			w.WriteHeader(http.StatusCreated)
+			io.Copy(w, r.Body)
+			return
+		}
+		parking(parked).ServeHTTP(w, r)
+	}))
+	srv := continuationtest.NewServer(t, d)
+	client := srv.Client()
+
+	answer := continuationtest.Get(t.Context(), client, srv.URL)
+	c := <-parked
+	continuationtest.WaitSuspended(t, d, 1)
+	select {
+	case a := <-answer:
+		t.Fatalf("answered while the request waits: %+v", a)
+	default:
+	}
+	require.NoError(t, c.Resume())
+	a := <-answer
+	require.NoError(t, a.Err)
+	assert.Equal(t, http.StatusOK, a.Response.StatusCode)
+	assert.Equal(t, "resumed", a.Body)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	answer = continuationtest.Get(ctx, client, srv.URL)
+	c = <-parked
+	cancel()
+	a = <-answer
+	assert.ErrorIs(t, a.Err, context.Canceled)
+	assert.Nil(t, a.Response)
+	<-c.Done() // the server saw the client leave
+	assert.ErrorIs(t, c.Resume(), continuation.ErrCompleted)
+
+	a = <-continuationtest.Get(t.Context(), client, "://no scheme")
+	assert.Error(t, a.Err)
+	assert.Nil(t, a.Response)
+
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL, strings.NewReader("posted"))
+	require.NoError(t, err)
+	a = <-continuationtest.Do(client, req)
+	require.NoError(t, a.Err)
+	assert.Equal(t, http.StatusCreated, a.Response.StatusCode)
+	assert.Equal(t, "posted", a.Body)
 }
 
 // fakeTB records what the helpers report, instead of failing the real test.
@@ -202,21 +250,14 @@ func TestNewUnstartedServer(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{Protocols: &p}}
 	defer client.CloseIdleConnections()
 
-	answer := make(chan *http.Response, 1)
-	go func() {
-		resp, err := client.Get(srv.URL)
-		if assert.NoError(t, err) {
-			answer <- resp
-		}
-	}()
+	answer := continuationtest.Get(t.Context(), client, srv.URL)
 	c := <-parked
 	require.NoError(t, c.Resume())
 	select {
-	case resp := <-answer:
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		assert.Equal(t, "HTTP/2.0", resp.Proto)
-		assert.Equal(t, "resumed", string(b))
+	case a := <-answer:
+		require.NoError(t, a.Err)
+		assert.Equal(t, "HTTP/2.0", a.Response.Proto)
+		assert.Equal(t, "resumed", a.Body)
 	case <-time.After(30 * time.Second):
 		t.Fatal("no answer")
 	}
@@ -233,17 +274,7 @@ func TestServeModes(t *testing.T) {
 			srv := mode.NewServer(t, d)
 			client := &http.Client{Transport: &http.Transport{}}
 			defer client.CloseIdleConnections()
-			answer := make(chan string, 1)
-			go func() {
-				resp, err := client.Get(srv.URL)
-				if !assert.NoError(t, err) {
-					answer <- ""
-					return
-				}
-				defer resp.Body.Close()
-				b, _ := io.ReadAll(resp.Body)
-				answer <- string(b)
-			}()
+			answer := continuationtest.Get(t.Context(), client, srv.URL)
 			c := <-parked
 			continuationtest.WaitSuspended(t, d, 1)
 			if mode == continuationtest.Detached {
@@ -252,7 +283,9 @@ func TestServeModes(t *testing.T) {
 				assert.Zero(t, d.Detached())
 			}
 			require.NoError(t, c.Resume())
-			assert.Equal(t, "resumed", <-answer)
+			a := <-answer
+			require.NoError(t, a.Err)
+			assert.Equal(t, "resumed", a.Body)
 		})
 	}
 }
