@@ -1,8 +1,6 @@
 package hub_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/hub"
+	"github.com/cometkit/cometkit/sse"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -311,11 +310,11 @@ type event struct {
 	Frame    serverFrame
 }
 
-// eventStream is an event stream read by hand, as EventSource reads it.
+// eventStream is an event stream read as EventSource reads it.
 type eventStream struct {
 	t      *testing.T
 	resp   *http.Response
-	r      *bufio.Reader
+	events *sse.Reader
 	cancel context.CancelFunc
 }
 
@@ -332,7 +331,7 @@ func (th *testHub) stream(query url.Values, lastEventID string) *eventStream {
 	}
 	resp, err := th.srv.Client().Do(req)
 	require.NoError(th.t, err)
-	es := &eventStream{t: th.t, resp: resp, r: bufio.NewReader(resp.Body), cancel: cancel}
+	es := &eventStream{t: th.t, resp: resp, events: sse.NewReader(resp.Body), cancel: cancel}
 	th.t.Cleanup(es.close)
 	return es
 }
@@ -362,26 +361,9 @@ func (es *eventStream) mustNext() event {
 }
 
 func (es *eventStream) event() (event, bool) {
-	var ev event
-	var data bytes.Buffer
-	for {
-		line, err := es.r.ReadString('\n')
-		if err != nil {
-			return ev, false
-		}
-		line = strings.TrimSuffix(line, "\n")
-		switch {
-		case line == "":
-			if data.Len() > 0 {
-				ev.Frame = decodeFrame(es.t, data.Bytes())
-				return ev, true
-			}
-		case strings.HasPrefix(line, "id: "):
-			ev.ID = line[len("id: "):]
-		case strings.HasPrefix(line, "event: "):
-			ev.Type = line[len("event: "):]
-		case strings.HasPrefix(line, "data: "):
-			data.WriteString(line[len("data: "):])
-		}
+	ev, err := es.events.Next()
+	if err != nil {
+		return event{}, false
 	}
+	return event{ID: ev.ID, Type: ev.Type, Frame: decodeFrame(es.t, ev.Data)}, true
 }

@@ -29,21 +29,28 @@ func TestLongPollCursors(t *testing.T) {
 	assert.Equal(t, "subscribed", frames[1].Type)
 	ca, cb := frames[0].Cursor, frames[1].Cursor
 
-	answer := make(chan []serverFrame, 1)
-	go func() {
+	waitsOnAAndB(t, th, func() []serverFrame {
 		_, frames := th.longPoll(`[{"op":"subscribe","topic":"a","cursor":"` + ca + `"},{"op":"subscribe","topic":"b","cursor":"` + cb + `"}]`)
-		answer <- frames
-	}()
-	waitFor(t, "the poll to wait on both topics", func() bool { return th.mgr.Count("a") == 1 && th.mgr.Count("b") == 1 })
-	m := th.publish("b", "news")
-	frames = <-answer
-	require.Len(t, frames, 1)
-	assert.Equal(t, "news", frames[0].Data)
-	assert.Equal(t, m.Cursor().String(), frames[0].Cursor)
+		return frames
+	})
 
 	status, frames = th.longPoll(`[{"op":"subscribe","topic":"a","cursor":"` + ca + `"}]`)
 	assert.Equal(t, http.StatusOK, status)
 	assert.Empty(t, frames, "nothing new within the poll timeout")
+}
+
+// waitsOnAAndB checks a long-poll of topics a and b from where they stand:
+// poll waits on both, and answers with the one message then published on b.
+func waitsOnAAndB(t *testing.T, th *testHub, poll func() []serverFrame) {
+	t.Helper()
+	answer := make(chan []serverFrame, 1)
+	go func() { answer <- poll() }()
+	waitFor(t, "the poll to wait on both topics", func() bool { return th.mgr.Count("a") == 1 && th.mgr.Count("b") == 1 })
+	m := th.publish("b", "news")
+	frames := <-answer
+	require.Len(t, frames, 1)
+	assert.Equal(t, "news", frames[0].Data)
+	assert.Equal(t, m.Cursor().String(), frames[0].Cursor)
 }
 
 func TestLongPollMissed(t *testing.T) {
@@ -207,17 +214,10 @@ func TestLongPollByGet(t *testing.T) {
 	require.Len(t, frames, 2, "from now: where each topic stands")
 	ca, cb := frames[0].Cursor, frames[1].Cursor
 
-	answer := make(chan []serverFrame, 1)
-	go func() {
+	waitsOnAAndB(t, th, func() []serverFrame {
 		_, frames := get("topic=a&topic=b&cursors=" + ca + "," + cb)
-		answer <- frames
-	}()
-	waitFor(t, "the poll to wait on both topics", func() bool { return th.mgr.Count("a") == 1 && th.mgr.Count("b") == 1 })
-	m := th.publish("b", "news")
-	frames = <-answer
-	require.Len(t, frames, 1)
-	assert.Equal(t, "news", frames[0].Data)
-	assert.Equal(t, m.Cursor().String(), frames[0].Cursor)
+		return frames
+	})
 
 	for _, bad := range []string{"", "topic=a&cursors=x,y"} {
 		status, frames := get(bad)

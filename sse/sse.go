@@ -24,6 +24,9 @@
 // on CR LF, LF and CR alike, so a message cannot inject fields of its own
 // (an id: that rewinds the client, a retry: that stops it reconnecting).
 // IDs and event types with a line break or a NUL are refused.
+//
+// A [Reader] reads a stream back as a browser's EventSource does, for Go
+// clients of a stream and for tests that must see what a browser sees.
 package sse
 
 import (

@@ -1,8 +1,9 @@
 package sse_test
 
 import (
-	"bufio"
 	"bytes"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,62 +16,28 @@ import (
 	"github.com/cometkit/cometkit/sse"
 )
 
-// parse reads an event stream the way the WHATWG algorithm does (the
-// fields this package writes), so tests see what a browser would.
-func parse(t *testing.T, stream string) (events []sse.Event, retry string) {
+// parse reads an event stream with a Reader, so tests see what a browser
+// would, and checks that the stream holds no field but those this package
+// writes.
+func parse(t *testing.T, stream string) (events []sse.Event, retry time.Duration) {
 	t.Helper()
-	sc := bufio.NewScanner(strings.NewReader(stream))
-	sc.Split(splitLines)
-	var ev sse.Event
-	var data []string
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			if data != nil {
-				ev.Data = []byte(strings.Join(data, "\n"))
-				events = append(events, ev)
-			}
-			ev, data = sse.Event{}, nil
-			continue
-		}
-		if strings.HasPrefix(line, ":") {
-			continue
-		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "id":
-			ev.ID = value
-		case "event":
-			ev.Type = value
-		case "data":
-			data = append(data, value)
-		case "retry":
-			retry = value
+	for line := range strings.Lines(stream) {
+		field, _, _ := strings.Cut(line, ":")
+		switch strings.TrimSuffix(field, "\n") {
+		case "", "id", "event", "data", "retry":
 		default:
 			t.Fatalf("unexpected field %q in %q", field, stream)
 		}
 	}
-	return events, retry
-}
-
-// splitLines splits at CR LF, LF or CR, as the event-stream format does.
-func splitLines(data []byte, atEOF bool) (int, []byte, error) {
-	if i := bytes.IndexAny(data, "\r\n"); i >= 0 {
-		if data[i] == '\r' {
-			if i+1 == len(data) && !atEOF {
-				return 0, nil, nil
-			}
-			if i+1 < len(data) && data[i+1] == '\n' {
-				return i + 2, data[:i], nil
-			}
+	r := sse.NewReader(strings.NewReader(stream))
+	for {
+		ev, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return events, r.Retry()
 		}
-		return i + 1, data[:i], nil
+		require.NoError(t, err)
+		events = append(events, ev)
 	}
-	if atEOF && len(data) > 0 {
-		return len(data), data, nil
-	}
-	return 0, nil, nil
 }
 
 // Whatever the data holds, a parser reads back exactly one event with
@@ -92,7 +59,7 @@ func TestDataCannotInjectFields(t *testing.T) {
 		assert.Equal(t, "k2-7", events[0].ID)
 		assert.Equal(t, "message", events[0].Type)
 		assert.Equal(t, strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(data), string(events[0].Data))
-		assert.Empty(t, retry)
+		assert.Zero(t, retry)
 	}
 }
 
@@ -112,7 +79,7 @@ func TestStartAndKeepAlive(t *testing.T) {
 	assert.Equal(t, "no", rec.Header().Get("X-Accel-Buffering"))
 	assert.True(t, rec.Flushed)
 	_, retry := parse(t, rec.Body.String())
-	assert.Equal(t, "2000", retry)
+	assert.Equal(t, 2*time.Second, retry)
 
 	rec = httptest.NewRecorder()
 	require.NoError(t, sse.Send(rec))

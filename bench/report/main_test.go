@@ -11,6 +11,21 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// report reads the runs of lines and writes the report, and returns its
+// table and its plot's data file.
+func report(t *testing.T, lines string) (table, plot []byte) {
+	t.Helper()
+	runs, err := read(strings.NewReader(lines))
+	require.NoError(t, err)
+	dir := t.TempDir()
+	require.NoError(t, write(runs, dir))
+	table, err = os.ReadFile(filepath.Join(dir, "table.md"))
+	require.NoError(t, err)
+	plot, err = os.ReadFile(filepath.Join(dir, "plot.dat"))
+	require.NoError(t, err)
+	return table, plot
+}
+
 // Two servers at one size: the table holds both rows and their ratios,
 // and the plot's data file one line per size.
 func TestReport(t *testing.T) {
@@ -19,24 +34,15 @@ func TestReport(t *testing.T) {
 {"server":"naive","phase":"fanout","transport":"http1","result":{"subscribers":1000,"fanout_p50_ms":100,"fanout_p99_ms":100,"errors":{},"server":{"held_bytes":16384,"cpu_ms_per_10k_deliveries":600,"idle_rss_bytes":1024000,"after_rss_bytes":5120000}}}
 {"server":"naive","phase":"steady","transport":"http1","goroutines":2004,"result":{"subscribers":1000,"delivered_fraction":0.5,"latency_p99_ms":90,"errors":{},"server":{"cpu_ms_per_10k_deliveries":800,"idle_rss_bytes":5000000,"after_rss_bytes":9216000}}}
 `
-	runs, err := read(strings.NewReader(lines))
-	require.NoError(t, err)
-	dir := t.TempDir()
-	require.NoError(t, write(runs, dir))
-
-	table, err := os.ReadFile(filepath.Join(dir, "table.md"))
-	require.NoError(t, err)
+	table, data := report(t, lines)
 	// After the traffic: RSS less the RSS before the fan-out phase, per
 	// subscriber (the steady phase's own idle reading is not idle).
 	assert.Contains(t, string(table), "| 1k http1 | cometkit | 20.0 KiB | 2.0 / 3.0 KiB | 12 | 120 / 150 ms | 900 / 600 ms | 1.000 (80 ms) | 503: 2 |")
 	assert.Contains(t, string(table), "| 1k http1 | naive | 16.0 KiB | 4.0 / 8.0 KiB | 2004 | 100 / 100 ms | 600 / 800 ms | 0.500 (90 ms) | 0 |")
 	assert.Contains(t, string(table), "**1.25×** | **0.50× / 0.38×** | | **1.20× / 1.50×** | **1.50× / 0.75×**")
-
-	data, err := os.ReadFile(filepath.Join(dir, "plot.dat"))
-	require.NoError(t, err)
 	assert.Contains(t, string(data), "1000 http1  20.00 16.00  120.0 150.0 100.0 100.0")
 
-	_, err = read(strings.NewReader("not json\n"))
+	_, err := read(strings.NewReader("not json\n"))
 	assert.ErrorContains(t, err, "line 1")
 }
 
@@ -56,12 +62,7 @@ func TestReportMedians(t *testing.T) {
 		lines.WriteString(`{"server":"naive","phase":"fanout","transport":"http1","result":{"subscribers":1000,"fanout_p50_ms":50,"server":{"held_bytes":2048,"cpu_ms_per_10k_deliveries":250,"idle_rss_bytes":1000000,"after_rss_bytes":5096000}}}` + "\n")
 		lines.WriteString(`{"server":"naive","phase":"steady","transport":"http1","goroutines":2000,"result":{"subscribers":1000,"server":{"cpu_ms_per_10k_deliveries":200,"after_rss_bytes":5096000}}}` + "\n")
 	}
-	runs, err := read(strings.NewReader(lines.String()))
-	require.NoError(t, err)
-	dir := t.TempDir()
-	require.NoError(t, write(runs, dir))
-	table, err := os.ReadFile(filepath.Join(dir, "table.md"))
-	require.NoError(t, err)
+	table, _ := report(t, lines.String())
 	assert.Contains(t, string(table), "| 1k http1 | cometkit | 2.0 KiB | 2.0 / 3.0 KiB | 11 | 50 / 0 ms | 500 / 250 ms | 0.000 (0 ms) | eof: 3 |")
 	assert.Contains(t, string(table), "| 1k http1 | naive | 2.0 KiB | 4.0 / 4.0 KiB | 2000 | 50 / 0 ms | 250 / 200 ms |")
 	assert.Contains(t, string(table), "**1.00×** | **0.50× / 0.75×** | | **1.00× / –** | **2.00× / 1.25×**")

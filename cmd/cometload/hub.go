@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -12,6 +10,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/cometkit/cometkit/hub"
+	"github.com/cometkit/cometkit/sse"
 )
 
 // The modes that speak the hub's wire format (package hub) to its path
@@ -19,14 +20,13 @@ import (
 // cursor of the last message it received and resumes from it.
 const (
 	modeWS      = "ws"       // one WebSocket per subscriber
-	modeHubSSE  = "hub-sse"  // one event stream per subscriber, resumed with Last-Event-ID
+	modeHubSSE  = "hub-sse"  // one event stream per subscriber, resumed from its cursor
 	modeHubPoll = "hub-poll" // long-polls, each a POST of a subscribe frame with the cursor
 )
 
 const (
-	hubPath        = "/hub/"
-	hubTopic       = "load"
-	hubSubprotocol = "cometkit-hub.v1"
+	hubPath  = "/hub/"
+	hubTopic = "load"
 )
 
 // hubFrame is the part of a hub's server frame a subscriber reads.
@@ -41,7 +41,7 @@ type hubFrame struct {
 // subscribed frame on.
 func (s *subscriber) socket(ctx context.Context) error {
 	u := "ws" + strings.TrimPrefix(s.target, "http") + hubPath
-	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: s.client, Subprotocols: []string{hubSubprotocol}})
+	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: s.client, Subprotocols: []string{hub.Subprotocol}})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			return loadError(strconv.Itoa(resp.StatusCode))
@@ -110,67 +110,43 @@ func (s *subscriber) hubStream(ctx context.Context) error {
 	if s.cursor != "" {
 		q.Set("cursors", s.cursor)
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.target+hubPath+"?"+q.Encode(), nil)
-	req.Header.Set("Accept", "text/event-stream")
-	s.st.polls.Add(1)
-	resp, err := s.client.Do(req)
+	resp, err := s.openStream(ctx, s.target+hubPath+"?"+q.Encode(), "")
 	if err != nil {
-		return classify(err)
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, resp.Body)
-		return loadError(strconv.Itoa(resp.StatusCode))
-	}
 	waiting := false
 	defer func() {
 		if waiting {
 			s.st.waiting.Add(-1)
 		}
 	}()
-	r := bufio.NewReader(resp.Body)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return loadError("stream ended")
-		}
-		data, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "data: ")
-		if !ok {
-			continue // the id repeats the frame's cursor; the event its type
-		}
+	// The event's id repeats its frame's cursor, and its type the frame's.
+	return readEvents(ctx, resp.Body, func(ev sse.Event) error {
 		var f hubFrame
-		if json.Unmarshal([]byte(data), &f) != nil {
+		if json.Unmarshal(ev.Data, &f) != nil {
 			return loadError("decode")
 		}
-		if err := s.hubFrame(f, &waiting); err != nil {
-			return err
-		}
-	}
+		return s.hubFrame(f, &waiting)
+	})
 }
 
 // hubPoll makes one of the hub's long-polls.
 func (s *subscriber) hubPoll(ctx context.Context) error {
 	body, _ := json.Marshal([]map[string]string{{"op": "subscribe", "topic": hubTopic, "cursor": s.cursor}})
-	req, answered := s.request(ctx, hubPath, body)
-	s.st.polls.Add(1)
-	resp, err := s.client.Do(req)
-	answered()
+	resp, err := s.longPoll(ctx, hubPath, body)
 	if err != nil {
-		return classify(err)
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, resp.Body)
-		return loadError(strconv.Itoa(resp.StatusCode))
+	if err := notOK(resp); err != nil {
+		return err
 	}
 	var frames []hubFrame
 	if json.NewDecoder(resp.Body).Decode(&frames) != nil {
 		return loadError("decode")
 	}
-	waiting := true // counted by request while the poll was out
+	waiting := true // counted by longPoll while the poll was out
 	for _, f := range frames {
 		if err := s.hubFrame(f, &waiting); err != nil {
 			return err

@@ -78,25 +78,20 @@ func assertAllDelivered(t *testing.T, res result, transport string) {
 	}
 }
 
-// Every mode and transport against the longpoll example run as its own
-// process: every message reaches every subscriber once.
-func TestRunAgainstLongpoll(t *testing.T) {
-	srv := testproc.Start(t, "../../examples/longpoll", "-timeout", "2s")
+// A modeCase is one run against a server: a mode over a transport, in
+// bursts, or in lockstep rounds when rounds > 0.
+type modeCase struct {
+	name, mode, transport string
+	h2c                   bool
+	burst, rounds         int
+}
+
+// runModes runs each case against srv: every message reaches every
+// subscriber once, a run of rounds publishes one message a round, and a
+// run in bursts publishes whole bursts.
+func runModes(t *testing.T, srv *testproc.Server, cases []modeCase) {
 	target, pid := "http://"+srv.Addr, srv.Cmd.Process.Pid
-	for _, tt := range []struct {
-		name, mode, transport string
-		h2c                   bool
-		burst, rounds         int
-	}{
-		{"since over HTTP/1.1", modeSince, "http1", false, 1, 0},
-		{"since over h2c", modeSince, "h2c", true, 1, 0},
-		{"since, bursts of 5", modeSince, "http1", false, 5, 0},
-		{"sse over HTTP/1.1", modeSSE, "http1", false, 1, 0},
-		{"sse over h2c, bursts of 5", modeSSE, "h2c", true, 5, 0},
-		// Without a cursor a message published between two polls is
-		// lost, so the classic mode is checked with lockstep rounds.
-		{"classic, rounds", modeClassic, "http1", false, 1, 3},
-	} {
+	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := quick(target, pid)
 			cfg.Mode, cfg.H2C, cfg.Burst, cfg.Rounds = tt.mode, tt.h2c, tt.burst, tt.rounds
@@ -113,32 +108,34 @@ func TestRunAgainstLongpoll(t *testing.T) {
 	}
 }
 
+// Every mode and transport against the longpoll example run as its own
+// process.
+func TestRunAgainstLongpoll(t *testing.T) {
+	runModes(t, testproc.Start(t, "../../examples/longpoll", "-timeout", "2s"), []modeCase{
+		{"since over HTTP/1.1", modeSince, "http1", false, 1, 0},
+		{"since over h2c", modeSince, "h2c", true, 1, 0},
+		{"since, bursts of 5", modeSince, "http1", false, 5, 0},
+		{"sse over HTTP/1.1", modeSSE, "http1", false, 1, 0},
+		{"sse over h2c, bursts of 5", modeSSE, "h2c", true, 5, 0},
+		// Without a cursor a message published between two polls is
+		// lost, so the classic mode is checked with lockstep rounds.
+		{"classic, rounds", modeClassic, "http1", false, 1, 3},
+	})
+}
+
 // The hub's transports, against hub/internal/loadserver run as its own
-// process: every message reaches every subscriber once, on each.
+// process; the WebSocket is HTTP/1.1 only.
 func TestRunAgainstHub(t *testing.T) {
 	srv := testproc.Start(t, "../../hub/internal/loadserver", "-timeout", "2s")
-	target, pid := "http://"+srv.Addr, srv.Cmd.Process.Pid
-	for _, tt := range []struct {
-		name, mode, transport string
-		h2c                   bool
-		burst, rounds         int
-	}{
+	runModes(t, srv, []modeCase{
 		{"WebSocket", modeWS, "http1", false, 1, 0},
 		{"WebSocket, bursts of 5", modeWS, "http1", false, 5, 0},
 		{"event stream", modeHubSSE, "http1", false, 1, 0},
 		{"event stream over h2c", modeHubSSE, "h2c", true, 5, 0},
 		{"long-poll", modeHubPoll, "http1", false, 1, 0},
 		{"long-poll over h2c, rounds", modeHubPoll, "h2c", true, 1, 3},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := quick(target, pid)
-			cfg.Mode, cfg.H2C, cfg.Burst, cfg.Rounds = tt.mode, tt.h2c, tt.burst, tt.rounds
-			res, err := run(t.Context(), cfg, nil)
-			require.NoError(t, err)
-			assertAllDelivered(t, res, tt.transport)
-		})
-	}
-	_, err := run(t.Context(), config{Target: target, Subscribers: 1, Mode: modeWS, H2C: true, Rate: 1, Burst: 1, Duration: time.Second}, nil)
+	})
+	_, err := run(t.Context(), config{Target: "http://" + srv.Addr, Subscribers: 1, Mode: modeWS, H2C: true, Rate: 1, Burst: 1, Duration: time.Second}, nil)
 	assert.ErrorContains(t, err, "HTTP/1.1 only")
 }
 

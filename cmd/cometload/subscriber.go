@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -17,6 +16,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/cometkit/cometkit/sse"
 )
 
 // newClients makes the HTTP clients the subscribers share, one for the
@@ -135,10 +136,10 @@ func classify(err error) loadError {
 	return loadError(msg[:min(len(msg), 60)])
 }
 
-// request makes a GET (or, with a body, a POST of JSON) whose request,
+// longPoll makes a GET (or, with a body, a POST of JSON) whose request,
 // once written, counts as waiting until its answer comes. The transport's
 // own goroutine reports the write (over HTTP/2), hence the atomic.
-func (s *subscriber) request(ctx context.Context, path string, body []byte) (*http.Request, func()) {
+func (s *subscriber) longPoll(ctx context.Context, path string, body []byte) (*http.Response, error) {
 	var written atomic.Bool
 	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
 		if !written.Swap(true) {
@@ -153,11 +154,15 @@ func (s *subscriber) request(ctx context.Context, path string, body []byte) (*ht
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	return req, func() {
-		if written.Swap(true) {
-			s.st.waiting.Add(-1)
-		}
+	s.st.polls.Add(1)
+	resp, err := s.client.Do(req)
+	if written.Swap(true) {
+		s.st.waiting.Add(-1)
 	}
+	if err != nil {
+		return nil, classify(err)
+	}
+	return resp, nil
 }
 
 // poll makes one long-poll and records what it brought.
@@ -166,20 +171,16 @@ func (s *subscriber) poll(ctx context.Context, since bool) error {
 	if since {
 		path += "?since=" + url.QueryEscape(s.cursor)
 	}
-	req, answered := s.request(ctx, path, nil)
-	s.st.polls.Add(1)
-	resp, err := s.client.Do(req)
-	answered()
+	resp, err := s.longPoll(ctx, path, nil)
 	if err != nil {
-		return classify(err)
+		return err
 	}
 	defer resp.Body.Close()
 	var payloads []string
 	switch {
 	case resp.StatusCode == http.StatusNoContent && !since: // classic: a timeout
 	case resp.StatusCode != http.StatusOK:
-		io.Copy(io.Discard, resp.Body)
-		return loadError(strconv.Itoa(resp.StatusCode))
+		return notOK(resp)
 	case since:
 		var batch struct {
 			Messages []struct {
@@ -208,51 +209,68 @@ func (s *subscriber) poll(ctx context.Context, since bool) error {
 // stream reads one event stream until it ends, recording each event; the
 // next call resumes after the last event id.
 func (s *subscriber) stream(ctx context.Context) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.target+"/events", nil)
+	resp, err := s.openStream(ctx, s.target+"/events", s.cursor)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	s.st.waiting.Add(1)
+	defer s.st.waiting.Add(-1)
+	return readEvents(ctx, resp.Body, func(ev sse.Event) error {
+		if ev.ID != "" {
+			s.cursor = ev.ID
+		}
+		if ev.Type == "message" {
+			s.st.deliver(s.id, []string{string(ev.Data)}, s.seen, time.Now())
+		}
+		return nil
+	})
+}
+
+// openStream opens an event stream at u, resumed after lastEventID if it
+// is not "", and checks that it started.
+func (s *subscriber) openStream(ctx context.Context, u, lastEventID string) (*http.Response, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	req.Header.Set("Accept", "text/event-stream")
-	if s.cursor != "" {
-		req.Header.Set("Last-Event-ID", s.cursor)
+	if lastEventID != "" {
+		req.Header.Set("Last-Event-ID", lastEventID)
 	}
 	s.st.polls.Add(1)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return classify(err)
+		return nil, classify(err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, resp.Body)
-		return loadError(strconv.Itoa(resp.StatusCode))
+	if err := notOK(resp); err != nil {
+		resp.Body.Close()
+		return nil, err
 	}
-	s.st.waiting.Add(1)
-	defer s.st.waiting.Add(-1)
-	r := bufio.NewReader(resp.Body)
-	var id string
-	var data []string
-	event := "message"
+	return resp, nil
+}
+
+// readEvents hands each event of a stream to handle until the stream ends
+// (an error, unless ctx ended it) or handle fails.
+func readEvents(ctx context.Context, body io.Reader, handle func(sse.Event) error) error {
+	events := sse.NewReader(body)
 	for {
-		line, err := r.ReadString('\n')
+		ev, err := events.Next()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return loadError("stream ended")
 		}
-		line = strings.TrimSuffix(line, "\n")
-		switch {
-		case line == "":
-			if id != "" {
-				s.cursor = id
-			}
-			if data != nil && event == "message" {
-				s.st.deliver(s.id, []string{strings.Join(data, "\n")}, s.seen, time.Now())
-			}
-			id, data, event = "", nil, "message"
-		case strings.HasPrefix(line, "id: "):
-			id = line[len("id: "):]
-		case strings.HasPrefix(line, "event: "):
-			event = line[len("event: "):]
-		case strings.HasPrefix(line, "data: "):
-			data = append(data, line[len("data: "):])
+		if err := handle(ev); err != nil {
+			return err
 		}
 	}
+}
+
+// notOK is the failure of an answer that is not 200 OK, read to its end so
+// that its connection serves again; nil for 200 OK.
+func notOK(resp *http.Response) error {
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	io.Copy(io.Discard, resp.Body)
+	return loadError(strconv.Itoa(resp.StatusCode))
 }

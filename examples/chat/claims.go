@@ -39,7 +39,7 @@ return 1`)
 // returns errNickTaken if another session holds it, and reports whether
 // the nick is new to the room (it was free).
 func (sc *sharedClaims) claim(ctx context.Context, room string, ss session) (fresh bool, err error) {
-	n, err := claimScript.Run(ctx, sc.rdb, []string{sc.key(room, ss.nick)}, ss.id, sc.ttl.Milliseconds()).Int()
+	n, err := sc.run(ctx, claimScript, room, ss, sc.ttl)
 	switch {
 	case err != nil:
 		return false, err
@@ -59,7 +59,7 @@ return 1`)
 // release gives up the session's claim on its nick in room, and reports
 // whether it held one: it left.
 func (sc *sharedClaims) release(ctx context.Context, room string, ss session) (bool, error) {
-	n, err := releaseScript.Run(ctx, sc.rdb, []string{sc.key(room, ss.nick)}, ss.id, sc.gone.Milliseconds()).Int()
+	n, err := sc.run(ctx, releaseScript, room, ss, sc.gone)
 	return n == 1, err
 }
 
@@ -74,7 +74,7 @@ return 1`)
 // depart reports whether this node should announce that the session's
 // nick, which timed out here, left room.
 func (sc *sharedClaims) depart(ctx context.Context, room string, ss session) (bool, error) {
-	n, err := departScript.Run(ctx, sc.rdb, []string{sc.key(room, ss.nick)}, ss.id, sc.gone.Milliseconds()).Int()
+	n, err := sc.run(ctx, departScript, room, ss, sc.gone)
 	return n == 1, err
 }
 
@@ -89,8 +89,15 @@ return 1`)
 // whether the session still holds it: it never takes a claim back after a
 // departure, as claim would.
 func (sc *sharedClaims) renew(ctx context.Context, room string, ss session) (bool, error) {
-	n, err := renewScript.Run(ctx, sc.rdb, []string{sc.key(room, ss.nick)}, ss.id, sc.ttl.Milliseconds()).Int()
+	n, err := sc.run(ctx, renewScript, room, ss, sc.ttl)
 	return n == 1, err
+}
+
+// run runs a claim script on the key of the session's nick in room, with
+// the session's id and ttl (how long the value it sets lasts) as its
+// arguments, and returns the script's answer.
+func (sc *sharedClaims) run(ctx context.Context, script *redis.Script, room string, ss session, ttl time.Duration) (int, error) {
+	return script.Run(ctx, sc.rdb, []string{sc.key(room, ss.nick)}, ss.id, ttl.Milliseconds()).Int()
 }
 
 // givenUp returns those of the sessions whose claim on their nick in room was

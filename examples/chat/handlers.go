@@ -167,25 +167,19 @@ func (s *server) admit(ctx context.Context, room string, ss session, addr string
 // asks every renew_ms while it shows the room. It answers 410 for a nick
 // that is not present (it left, timed out, or was here before a restart):
 // only a join makes a nick present.
-func (s *server) here(w http.ResponseWriter, r *http.Request) {
-	ss, ok := s.session(w, r)
-	if !ok {
-		return
-	}
-	if err := s.renew(r.Context(), chi.URLParam(r, "room"), ss); err != nil {
-		s.fail(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
+func (s *server) here(w http.ResponseWriter, r *http.Request) { s.inRoom(w, r, s.renew) }
 
 // leave takes the session's nick out of the room.
-func (s *server) leave(w http.ResponseWriter, r *http.Request) {
+func (s *server) leave(w http.ResponseWriter, r *http.Request) { s.inRoom(w, r, s.leaveRoom) }
+
+// inRoom does what the request's session asks in the room of its path,
+// and answers 204, or the error as fail does.
+func (s *server) inRoom(w http.ResponseWriter, r *http.Request, do func(ctx context.Context, room string, ss session) error) {
 	ss, ok := s.session(w, r)
 	if !ok {
 		return
 	}
-	if err := s.leaveRoom(r.Context(), chi.URLParam(r, "room"), ss); err != nil {
+	if err := do(r.Context(), chi.URLParam(r, "room"), ss); err != nil {
 		s.fail(w, err)
 		return
 	}

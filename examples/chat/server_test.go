@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/hub"
+	"github.com/cometkit/cometkit/sse"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -313,31 +313,22 @@ func TestLongPollTimeout(t *testing.T) {
 
 // sseReader reads the hub's event stream one event at a time.
 type sseReader struct {
-	t     *testing.T
-	lines *bufio.Scanner
+	t      *testing.T
+	events *sse.Reader
 }
 
 // next returns the next event that is not a ping: its id, its type and
 // its frame.
 func (r sseReader) next() (id, typ string, f frame) {
 	r.t.Helper()
-	for r.lines.Scan() {
-		line := r.lines.Text()
-		switch {
-		case line == "" && typ != "" && typ != "ping":
-			return id, typ, f
-		case line == "":
-			id, typ = "", ""
-		case strings.HasPrefix(line, "id: "):
-			id = line[len("id: "):]
-		case strings.HasPrefix(line, "event: "):
-			typ = line[len("event: "):]
-		case strings.HasPrefix(line, "data: "):
-			require.NoError(r.t, json.Unmarshal([]byte(line[len("data: "):]), &f))
+	for {
+		ev, err := r.events.Next()
+		require.NoError(r.t, err, "the stream ended")
+		if ev.Type != "ping" {
+			require.NoError(r.t, json.Unmarshal(ev.Data, &f))
+			return ev.ID, ev.Type, f
 		}
 	}
-	r.t.Fatal("stream ended")
-	return
 }
 
 // nextEvent returns the next chat event of the stream, and its id.
@@ -356,7 +347,7 @@ func (p *person) stream(room, cursor string, header ...string) sseReader {
 	resp := p.get("/hub/?"+q.Encode(), append([]string{"Accept", "text/event-stream"}, header...)...)
 	require.Equal(p.t, http.StatusOK, resp.StatusCode)
 	require.Equal(p.t, "text/event-stream", resp.Header.Get("Content-Type"))
-	return sseReader{p.t, bufio.NewScanner(resp.Body)}
+	return sseReader{p.t, sse.NewReader(resp.Body)}
 }
 
 // The hub's event stream of a room: each event's id is its cursor; a
@@ -479,9 +470,12 @@ func TestShutdownAnswersWaitingClients(t *testing.T) {
 
 	require.NoError(t, c.s.hub.Shutdown(t.Context()))
 	assert.Empty(t, (<-poll).Events)
-	for stream.lines.Scan() { // ends, rather than hangs
+	for { // ends, rather than hangs
+		if _, err := stream.events.Next(); err != nil {
+			assert.ErrorIs(t, err, io.EOF, "a clean end")
+			break
+		}
 	}
-	assert.NoError(t, stream.lines.Err())
 	for {
 		if _, _, err := ws.Read(t.Context()); err != nil {
 			assert.Equal(t, websocket.StatusCode(hub.CloseGoingAway), websocket.CloseStatus(err))

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/cometkit/cometkit/internal/proxytest"
+	"github.com/cometkit/cometkit/sse"
 )
 
 // chat is the chat example, built once for the package's tests by
@@ -339,31 +340,13 @@ type sseEvent struct {
 // events.
 func readEvents(body io.Reader, events chan<- sseEvent) {
 	defer close(events)
-	var ev sseEvent
-	sc := bufio.NewScanner(body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			if ev.typ != "" || ev.data != "" {
-				ev.at = time.Now()
-				events <- ev
-			}
-			ev = sseEvent{}
-			continue
+	r := sse.NewReader(body)
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			return
 		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "id":
-			ev.id = value
-		case "event":
-			ev.typ = value
-		case "data":
-			if ev.data != "" {
-				ev.data += "\n"
-			}
-			ev.data += value
-		}
+		events <- sseEvent{id: ev.ID, typ: ev.Type, data: string(ev.Data), at: time.Now()}
 	}
 }
 
