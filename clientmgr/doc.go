@@ -21,7 +21,12 @@
 //		if err != nil { ... 400 ... }
 //		if err := c.Suspend(); err != nil { ... 503 ... }
 //		if err := mgr.RegisterCursor(r.Context(), "room:lobby", after, c); err != nil {
-//			c.Resume() // answer now
+//			// Not registered (the Manager closed, too many topics, the broker
+//			// unreachable): answer now, since the redispatch would have no
+//			// batch to read.
+//			w.Header().Set("Retry-After", "1")
+//			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+//			c.Complete()
 //		}
 //	}
 //

@@ -10,20 +10,21 @@
 //
 //	func chat(w http.ResponseWriter, r *http.Request) {
 //		c := continuation.FromRequest(r)
-//		if msg, ok := c.Attribute("msg").(string); ok {
-//			io.WriteString(w, msg) // resumed by an event
+//		if c.IsInitial() {
+//			c.SetTimeout(25 * time.Second)
+//			if err := c.Suspend(); err != nil {
+//				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+//				return
+//			}
+//			room.add(c.Handle()) // after Suspend; the event calls SetAttribute, then Resume
 //			return
 //		}
-//		if c.IsExpired() {
+//		if c.IsExpired() { // first: see "Life cycle"
 //			w.WriteHeader(http.StatusNoContent) // nothing happened in time
 //			return
 //		}
-//		c.SetTimeout(25 * time.Second)
-//		if err := c.Suspend(); err != nil {
-//			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-//			return
-//		}
-//		room.add(c.Handle()) // after Suspend; the event calls SetAttribute, then Resume
+//		msg, _ := c.Attribute("msg").(string) // resumed by an event
+//		io.WriteString(w, msg)
 //	}
 //
 //	http.Handle("/poll", continuation.NewDispatcher(http.HandlerFunc(chat)))

@@ -507,10 +507,12 @@ class Connection {
     clearInterval(this.watchdog);
     if (t.name !== "longpoll") {
       // The hub pings every pingInterval: a connection silent for twice
-      // that is dead, whatever the socket says.
+      // that is dead, whatever the socket says. Looking four times an
+      // interval notices it within a quarter interval of that, not up to
+      // a whole one later.
       this.watchdog = setInterval(() => {
         if (Date.now() - this.lastHeard > 2 * this.pingInterval) this.drop({ reason: "no ping from the hub" });
-      }, this.pingInterval);
+      }, this.pingInterval / 4);
     }
     this.setState("connected", { transport: t.name });
     this.flush();

@@ -35,6 +35,7 @@ type clientEvent struct {
 	Topic     string      `json:"topic"`
 	RetryMs   int64       `json:"retryMs"`
 	RetryIn   *int        `json:"retryIn"` // in a state: the back-off before the next attempt
+	Reason    string      `json:"reason"`
 }
 
 // A jsClient is client.js in Node, with the ws and eventsource packages
@@ -45,9 +46,9 @@ type jsClient struct {
 	stdin io.Writer
 }
 
-func (th *testHub) jsClient(transport string) *jsClient {
+func (th *testHub) jsClient(transport string, args ...string) *jsClient {
 	th.t.Helper()
-	lines, stdin := node(th.t, "client.mjs", th.url(), transport)
+	lines, stdin := node(th.t, "client.mjs", append([]string{th.url(), transport}, args...)...)
 	return &jsClient{t: th.t, lines: lines, stdin: stdin}
 }
 
@@ -292,6 +293,27 @@ func TestClientBackOff(t *testing.T) {
 		assert.GreaterOrEqual(t, *ev.RetryIn, 200)
 		assert.LessOrEqual(t, *ev.RetryIn, 400)
 	})
+}
+
+// A WebSocket or a stream that carries nothing, not even the hub's ping,
+// for twice the ping interval the client expects is dead, whatever the
+// socket says: the client drops it and connects again. (The hub pings
+// every 25 s; this client expects one every 100 ms.)
+func TestClientDropsSilentConnection(t *testing.T) {
+	for _, transport := range []string{"websocket", "sse"} {
+		t.Run(transport, func(t *testing.T) {
+			th := newHub(t, nil)
+			c := th.jsClient(transport, "100")
+			c.do(map[string]any{"op": "subscribe", "topic": "a"})
+			c.untilState("connected")
+			connected := time.Now()
+			ev, _ := c.until(func(ev clientEvent) bool { return ev.Event == "state" && ev.State == "reconnecting" })
+			assert.Equal(t, "no ping from the hub", ev.Reason)
+			assert.GreaterOrEqual(t, time.Since(connected), 200*time.Millisecond, "dropped before twice the ping interval")
+			c.untilState("connected")
+			c.do(map[string]any{"op": "close"})
+		})
+	}
 }
 
 // A publish sent on a WebSocket that breaks before the hub answers is

@@ -34,8 +34,11 @@
 // each way. A GET with Accept: text/event-stream (or ?transport=sse) is an
 // event stream for the topics of its URL, whose event ids carry every
 // topic's cursor, so that a reconnecting EventSource resumes them all. A
-// POST is a long-poll: an array of frames in, an array out, the request
-// suspended until one of its subscriptions has something. Long-polls and
+// POST is a long-poll: an array of frames in (subscriptions, publishes),
+// an array out, the request suspended until one of its subscriptions has
+// something. A long-poll that only waits may be a GET with its topics and
+// cursors in the URL (?transport=longpoll), which a proxy may send again
+// to another node; the browser client polls that way once subscribed. Long-polls and
 // event streams are ordinary continuation handlers, on the hub's
 // Dispatcher ([WithDispatcher]); a WebSocket's handshake is one too, and
 // the hub then owns the connection: one goroutine reads it, one writes

@@ -192,7 +192,7 @@ func (h *Hub) checkRequest(w http.ResponseWriter, r *http.Request, versionOK boo
 		return false
 	case !h.originAllowed(r):
 		h.metrics.refused("origin")
-		http.Error(w, "hub: this origin may not connect", http.StatusForbidden)
+		writeFrames(w, http.StatusForbidden, [][]byte{errorFrame(codeForbidden, "this origin may not connect").encode()})
 		return false
 	}
 	return true

@@ -123,17 +123,16 @@ func TestLongPollBadRequests(t *testing.T) {
 	assert.Equal(t, "GET, POST", resp.Header.Get("Allow"))
 }
 
-// A cross-origin POST is refused: a long-poll may publish with the user's
-// cookies.
+// A cross-origin POST is refused, in the wire format: a long-poll may
+// publish with the user's cookies.
 func TestLongPollOrigin(t *testing.T) {
 	th := newHub(t, nil)
-	req, _ := http.NewRequest(http.MethodPost, th.url(), strings.NewReader(`[{"op":"ping"}]`))
-	req.Header.Set("Origin", "https://evil.example.com")
-	resp, err := th.srv.Client().Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
-	status, _ := th.longPoll(`[{"op":"ping"}]`, "Origin", th.srv.URL)
+	status, frames := th.longPoll(`[{"op":"ping"}]`, "Origin", "https://evil.example.com")
+	assert.Equal(t, http.StatusForbidden, status)
+	require.Len(t, frames, 1)
+	assert.Equal(t, "error", frames[0].Type)
+	assert.Equal(t, "forbidden", frames[0].Code)
+	status, _ = th.longPoll(`[{"op":"ping"}]`, "Origin", th.srv.URL)
 	assert.Equal(t, http.StatusOK, status)
 }
 

@@ -9,8 +9,8 @@
 // With -redis, it is one node of several sharing rooms through Redis, as
 // behind a load balancer:
 //
-//	go run ./examples/chat -addr :8081 -redis redis://127.0.0.1:6379/0 &
-//	go run ./examples/chat -addr :8082 -redis redis://127.0.0.1:6379/0
+//	go run ./examples/chat -addr 127.0.0.1:8081 -redis redis://127.0.0.1:6379/0 &
+//	go run ./examples/chat -addr 127.0.0.1:8082 -redis redis://127.0.0.1:6379/0
 //
 // # The wire
 //

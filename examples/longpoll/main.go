@@ -12,7 +12,7 @@
 //	                          ?since=C; a "missed" event when C is stale
 //	POST /publish             form field message; wakes every subscriber
 //
-//	go run ./examples/longpoll -addr :8080
+//	go run ./examples/longpoll
 //	curl localhost:8080/subscribe &
 //	curl -d message=hello localhost:8080/publish
 //	curl 'localhost:8080/subscribe?since=0'

@@ -36,7 +36,7 @@ type Config struct {
 
 // Flags registers the command-line flags for c on fs, with the defaults.
 func (c *Config) Flags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Addr, "addr", ":8080", "listen address")
+	fs.StringVar(&c.Addr, "addr", "localhost:8080", "listen address (\":8080\" listens on every interface)")
 	fs.DurationVar(&c.HeaderTimeout, "header-timeout", 10*time.Second, "how long a client may take to send its request headers")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", 30*time.Second, "how long a client may take to send a whole request")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept")

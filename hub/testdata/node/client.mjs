@@ -3,7 +3,7 @@
 // fetch: commands come in on stdin and events go out on stdout, one JSON
 // object a line, so that a Go test can play the page.
 //
-//   node client.mjs URL TRANSPORT (or "auto": the client's own order)
+//   node client.mjs URL TRANSPORT (or "auto": the client's own order) [PING_INTERVAL_MS]
 //   stdin:  {"op":"subscribe","topic":"a","cursor":""}
 //           {"op":"unsubscribe","topic":"a"}
 //           {"op":"publish","topic":"a","data":"hi","ref":1}
@@ -18,13 +18,14 @@ import { EventSource } from "eventsource";
 import WebSocket from "ws";
 import { Hub } from "../../client.js";
 
-const [url, transport] = process.argv.slice(2);
+const [url, transport, pingInterval] = process.argv.slice(2);
 const hub = new Hub(url, {
   WebSocket,
   EventSource,
   fetch,
   transports: transport === "auto" ? undefined : [transport],
   backoff: { base: 20, max: 400 },
+  pingInterval: pingInterval ? Number(pingInterval) : undefined,
 });
 const out = (o) => console.log(JSON.stringify(o));
 hub.addEventListener("state", (e) => out({ event: "state", ...e.detail }));
