@@ -2,7 +2,9 @@
 // hub-sse, hub-poll): the hub at /hub/, any client subscribing to any
 // topic, and POST /publish (form field message, optional topic, default
 // "load") broadcasting on the hub's Manager, over HTTP/1.1 and cleartext HTTP/2, as examples/longpoll's
-// /publish does, so that cometload's publisher drives both alike.
+// /publish does, so that cometload's publisher drives both alike. It
+// serves with detaching (continuation.ListenAndServe), as the examples do;
+// -attached serves with net/http alone, for comparison.
 //
 //	go run ./hub/internal/loadserver -addr 127.0.0.1:9370 &
 //	go run ./cmd/cometload -target http://127.0.0.1:9370 -mode ws -n 1000 -pid $!
@@ -23,6 +25,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:9370", "listen address")
 	queue := flag.Int("queue", continuation.DefaultQueueSize, "new requests that may wait for a worker (the re-polls after a broadcast to all)")
 	pollTimeout := flag.Duration("timeout", 60*time.Second, "how long a long-poll waits")
+	attached := flag.Bool("attached", false, "serve with net/http alone: waiting long-polls and streams keep their goroutines")
 	flag.Parse()
 
 	mgr := clientmgr.New()
@@ -50,5 +53,8 @@ func main() {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{Addr: *addr, Handler: mux, Protocols: &protocols}
-	log.Fatal(srv.ListenAndServe())
+	if *attached {
+		log.Fatal(srv.ListenAndServe())
+	}
+	log.Fatal(continuation.ListenAndServe(srv))
 }
