@@ -212,13 +212,13 @@ func TestDuplicateDeliveryIgnored(t *testing.T) {
 // the option; a valid one is taken as it is.
 func TestOptionsSayNo(t *testing.T) {
 	for want, opt := range map[string]clientmgr.Option{
-		"clientmgr: WithHistory(0): must be at least 1":         clientmgr.WithHistory(0),
-		"clientmgr: WithMaxMessageSize(-1): must be at least 1": clientmgr.WithMaxMessageSize(-1),
-		"clientmgr: WithMaxTopics(0): must be at least 1":       clientmgr.WithMaxTopics(0),
-		"clientmgr: WithMaxBatch(0): must be at least 1":        clientmgr.WithMaxBatch(0),
-		"clientmgr: WithIdleTimeout(0s): must be more than 0":   clientmgr.WithIdleTimeout(0),
-		"clientmgr: WithBroker(nil)":                            clientmgr.WithBroker(nil),
-		"clientmgr: WithMetrics(nil)":                           clientmgr.WithMetrics(nil),
+		"clientmgr: WithHistory(0): must be at least 1":                              clientmgr.WithHistory(0),
+		"clientmgr: WithMaxMessageSize(-1): must be at least 1":                      clientmgr.WithMaxMessageSize(-1),
+		"clientmgr: WithMaxTopics(0): must be at least 1":                            clientmgr.WithMaxTopics(0),
+		"clientmgr: WithMaxBatch(0): must be at least 1":                             clientmgr.WithMaxBatch(0),
+		"clientmgr: WithIdleTimeout(0s): must be more than 0":                        clientmgr.WithIdleTimeout(0),
+		"clientmgr: WithBroker(nil): leave the option out for the in-process broker": clientmgr.WithBroker(nil),
+		"clientmgr: WithMetrics(nil): leave the option out to register nothing":      clientmgr.WithMetrics(nil),
 	} {
 		assert.PanicsWithValue(t, want, func() { clientmgr.New(opt) })
 		assert.PanicsWithValue(t, want, func() { clientmgr.Open(context.Background(), opt) })

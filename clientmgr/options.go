@@ -1,10 +1,11 @@
 package clientmgr
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cometkit/cometkit/internal/argcheck"
 )
 
 // Defaults used by New and Open.
@@ -53,20 +54,21 @@ func newConfig(opts []Option) config {
 	return cfg
 }
 
-// atLeastOne is the check of the options that take a size.
-func atLeastOne(option string, n int) int {
-	if n < 1 {
-		panic(fmt.Sprintf("clientmgr: %s(%d): must be at least 1", option, n))
-	}
-	return n
-}
+// check rejects an argument that cannot be meant, naming the option.
+const check = argcheck.Package("clientmgr")
+
+// atLeastOne is why the options that take a size reject less.
+const atLeastOne = "must be at least 1"
 
 // WithHistory sets how many messages each topic keeps for History, Since
 // and the cursors of registrations, in whatever broker keeps them
 // (default DefaultHistory). A client whose cursor is older than that is
 // told its batch is incomplete.
 func WithHistory(n int) Option {
-	return func(c *config) { c.history = atLeastOne("WithHistory", n) }
+	return func(c *config) {
+		check.That(n >= 1, "WithHistory", n, atLeastOne)
+		c.history = n
+	}
 }
 
 // WithHistoryBytes bounds the data each topic keeps in this process's
@@ -75,14 +77,20 @@ func WithHistory(n int) Option {
 // WithHistory messages of WithMaxMessageSize each. A broker whose history
 // lives elsewhere (Redis) keeps its own bound.
 func WithHistoryBytes(n int) Option {
-	return func(c *config) { c.historyBytes = atLeastOne("WithHistoryBytes", n) }
+	return func(c *config) {
+		check.That(n >= 1, "WithHistoryBytes", n, atLeastOne)
+		c.historyBytes = n
+	}
 }
 
 // WithMaxMessageSize sets the largest message Broadcast accepts, in bytes;
 // beyond it Broadcast returns ErrMessageTooLarge (default
 // DefaultMaxMessageSize).
 func WithMaxMessageSize(n int) Option {
-	return func(c *config) { c.maxMessage = atLeastOne("WithMaxMessageSize", n) }
+	return func(c *config) {
+		check.That(n >= 1, "WithMaxMessageSize", n, atLeastOne)
+		c.maxMessage = n
+	}
 }
 
 // WithMaxTopics caps the topics a node holds at once; a registration or a
@@ -90,7 +98,10 @@ func WithMaxMessageSize(n int) Option {
 // DefaultMaxTopics). Client-chosen topic names therefore cannot grow
 // memory without bound.
 func WithMaxTopics(n int) Option {
-	return func(c *config) { c.maxTopics = atLeastOne("WithMaxTopics", n) }
+	return func(c *config) {
+		check.That(n >= 1, "WithMaxTopics", n, atLeastOne)
+		c.maxTopics = n
+	}
 }
 
 // WithIdleTimeout sets how long a topic with no subscriber and no new
@@ -100,9 +111,7 @@ func WithMaxTopics(n int) Option {
 // from before gets an incomplete batch.
 func WithIdleTimeout(d time.Duration) Option {
 	return func(c *config) {
-		if d <= 0 {
-			panic(fmt.Sprintf("clientmgr: WithIdleTimeout(%v): must be more than 0", d))
-		}
+		check.That(d > 0, "WithIdleTimeout", d, "must be more than 0")
 		c.idleTimeout = d
 	}
 }
@@ -113,7 +122,10 @@ func WithIdleTimeout(d time.Duration) Option {
 // full batch takes no more: the client's next registration, from the
 // cursor of the last message it got, reads the rest from the history.
 func WithMaxBatch(n int) Option {
-	return func(c *config) { c.maxBatch = atLeastOne("WithMaxBatch", n) }
+	return func(c *config) {
+		check.That(n >= 1, "WithMaxBatch", n, atLeastOne)
+		c.maxBatch = n
+	}
 }
 
 // WithBroker sets the broker that owns the topics' sequences and history
@@ -122,9 +134,7 @@ func WithMaxBatch(n int) Option {
 // that does I/O is started by Open, which returns its error.
 func WithBroker(b Broker) Option {
 	return func(c *config) {
-		if b == nil {
-			panic("clientmgr: WithBroker(nil)")
-		}
+		check.That(b != nil, "WithBroker", b, "leave the option out for the in-process broker")
 		c.broker = b
 	}
 }
@@ -133,9 +143,7 @@ func WithBroker(b Broker) Option {
 // registry). Managers sharing a registry share its collectors.
 func WithMetrics(reg prometheus.Registerer) Option {
 	return func(c *config) {
-		if reg == nil {
-			panic("clientmgr: WithMetrics(nil)")
-		}
+		check.That(reg != nil, "WithMetrics", reg, "leave the option out to register nothing")
 		c.registerer = reg
 	}
 }

@@ -51,9 +51,7 @@ type Dispatcher struct {
 // Inside h, FromRequest gives the request's Continuation. It panics if h is
 // nil or an option's argument cannot be meant (see [Option]).
 func NewDispatcher(h http.Handler, opts ...Option) *Dispatcher {
-	if h == nil {
-		panic("continuation: NewDispatcher(nil): a Dispatcher needs a handler")
-	}
+	check.That(h != nil, "NewDispatcher", h, "a Dispatcher needs a handler")
 	cfg := newConfig(opts)
 	d := &Dispatcher{
 		h:       h,
@@ -93,9 +91,7 @@ func (d *Dispatcher) ServeHTTP(w http.ResponseWriter, r *http.Request) { d.serve
 // of a request runs h. Use it to put many handlers (routes, servlets)
 // behind one set of limits.
 func (d *Dispatcher) Handler(h http.Handler) http.Handler {
-	if h == nil {
-		panic("continuation: Dispatcher.Handler(nil): a Dispatcher needs a handler")
-	}
+	check.That(h != nil, "Dispatcher.Handler", h, "a Dispatcher needs a handler")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { d.serveWith(h, w, r) })
 }
 

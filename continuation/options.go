@@ -1,12 +1,13 @@
 package continuation
 
 import (
-	"fmt"
 	"log/slog"
 	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cometkit/cometkit/internal/argcheck"
 )
 
 // Defaults used by NewDispatcher: what a Dispatcher does when the option
@@ -78,13 +79,8 @@ func newConfig(opts []Option) config {
 	return cfg
 }
 
-// atLeast panics, naming the option and saying why, when an option's
-// argument v is below the least value that can be meant.
-func atLeast[T int | time.Duration](option string, v, least T, why string) {
-	if v < least {
-		panic(fmt.Sprintf("continuation: %s(%v): %s", option, v, why))
-	}
-}
+// check rejects an argument that cannot be meant, naming the option.
+const check = argcheck.Package("continuation")
 
 // WithWorkers sets the size of the bounded pool that runs every dispatch
 // (the first, and each one after Resume or expiry); n must be at least 1.
@@ -92,7 +88,7 @@ func atLeast[T int | time.Duration](option string, v, least T, why string) {
 // DefaultWorkersPerCPU × GOMAXPROCS workers.
 func WithWorkers(n int) Option {
 	return func(c *config) {
-		atLeast("WithWorkers", n, 1, "a pool needs at least one worker")
+		check.That(n >= 1, "WithWorkers", n, "a pool needs at least one worker")
 		c.workers = n
 	}
 }
@@ -104,7 +100,7 @@ func WithWorkers(n int) Option {
 // worker is busy. Without this option the queue holds DefaultQueueSize.
 func WithQueueSize(n int) Option {
 	return func(c *config) {
-		atLeast("WithQueueSize", n, 0, "a queue cannot be shorter than empty")
+		check.That(n >= 0, "WithQueueSize", n, "a queue cannot be shorter than empty")
 		c.queueSize = n
 	}
 }
@@ -115,7 +111,7 @@ func WithQueueSize(n int) Option {
 // timeout is DefaultTimeout.
 func WithDefaultTimeout(d time.Duration) Option {
 	return func(c *config) {
-		atLeast("WithDefaultTimeout", d, 0, "a timeout cannot be negative; 0 means never expire")
+		check.That(d >= 0, "WithDefaultTimeout", d, "a timeout cannot be negative; 0 means never expire")
 		c.defaultTimeout = d
 	}
 }
@@ -125,7 +121,7 @@ func WithDefaultTimeout(d time.Duration) Option {
 // option there is no cap.
 func WithMaxSuspended(n int) Option {
 	return func(c *config) {
-		atLeast("WithMaxSuspended", n, 1, "a cap must allow at least one suspended request; for no cap, leave the option out")
+		check.That(n >= 1, "WithMaxSuspended", n, "a cap must allow at least one suspended request; for no cap, leave the option out")
 		c.maxSuspended = n
 	}
 }
@@ -139,7 +135,7 @@ func WithMaxSuspended(n int) Option {
 // handler. Without this option the buffer is DefaultBodyBuffer.
 func WithBodyBuffer(n int) Option {
 	return func(c *config) {
-		atLeast("WithBodyBuffer", n, 0, "a buffer cannot be negative; 0 means read nothing ahead")
+		check.That(n >= 0, "WithBodyBuffer", n, "a buffer cannot be negative; 0 means read nothing ahead")
 		c.bodyBuffer = n
 	}
 }
@@ -156,7 +152,7 @@ func WithBodyBuffer(n int) Option {
 // HTTP/2). Without this option the timeout is DefaultBodyTimeout.
 func WithBodyTimeout(d time.Duration) Option {
 	return func(c *config) {
-		atLeast("WithBodyTimeout", d, 1, "a body needs a deadline; for slow uploads pass a long one")
+		check.That(d > 0, "WithBodyTimeout", d, "a body needs a deadline; for slow uploads pass a long one")
 		c.bodyTimeout = d
 	}
 }
@@ -167,9 +163,7 @@ func WithBodyTimeout(d time.Duration) Option {
 // collectors, so each metric reports their sum.
 func WithMetrics(reg prometheus.Registerer) Option {
 	return func(c *config) {
-		if reg == nil {
-			panic("continuation: WithMetrics(nil): pass a prometheus.Registerer, or leave the option out to register nothing")
-		}
+		check.That(reg != nil, "WithMetrics", reg, "pass a prometheus.Registerer, or leave the option out to register nothing")
 		c.registerer = reg
 	}
 }
@@ -179,9 +173,7 @@ func WithMetrics(reg prometheus.Registerer) Option {
 // slog.Default().
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) {
-		if l == nil {
-			panic("continuation: WithLogger(nil): pass a logger; slog.New(slog.DiscardHandler) discards")
-		}
+		check.That(l != nil, "WithLogger", l, "pass a logger; slog.New(slog.DiscardHandler) discards")
 		c.logger = l
 	}
 }

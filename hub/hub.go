@@ -46,9 +46,7 @@ type Hub struct {
 // publishes on it, and closes it after the hub's Shutdown. New panics if
 // mgr is nil or an option's argument cannot be meant (see [Option]).
 func New(mgr *clientmgr.Manager, opts ...Option) *Hub {
-	if mgr == nil {
-		panic("hub: New(nil): a hub serves a clientmgr.Manager's topics")
-	}
+	check.That(mgr != nil, "New", mgr, "a hub serves a clientmgr.Manager's topics")
 	cfg := newConfig(opts)
 	h := &Hub{
 		mgr:     mgr,

@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cometkit/cometkit/continuation"
+	"github.com/cometkit/cometkit/internal/argcheck"
 )
 
 // Defaults used by New: what a Hub does when the option that sets each
@@ -78,25 +78,15 @@ func newConfig(opts []Option) config {
 	return cfg
 }
 
-func atLeastOne(option string, n int) int {
-	if n < 1 {
-		panic(fmt.Sprintf("hub: %s(%d): must be at least 1", option, n))
-	}
-	return n
-}
+// check rejects an argument that cannot be meant, naming the option.
+const check = argcheck.Package("hub")
 
-func positive(option string, d time.Duration) time.Duration {
-	if d <= 0 {
-		panic(fmt.Sprintf("hub: %s(%v): must be more than 0", option, d))
-	}
-	return d
-}
-
-func notNil(option string, isNil bool) {
-	if isNil {
-		panic(fmt.Sprintf("hub: %s(nil): leave the option out for the default", option))
-	}
-}
+// Why an argument cannot be meant, where many options say the same.
+const (
+	atLeastOne   = "must be at least 1"
+	moreThanZero = "must be more than 0"
+	forDefault   = "leave the option out for the default"
+)
 
 // WithDispatcher serves the hub's requests (every long-poll, every event
 // stream, every WebSocket handshake) through d, so that they share d's pool
@@ -106,7 +96,7 @@ func notNil(option string, isNil bool) {
 // and a hub shuts down with it.
 func WithDispatcher(d *continuation.Dispatcher) Option {
 	return func(c *config) {
-		notNil("WithDispatcher", d == nil)
+		check.That(d != nil, "WithDispatcher", d, forDefault)
 		c.dispatcher = d
 	}
 }
@@ -120,7 +110,7 @@ func WithDispatcher(d *continuation.Dispatcher) Option {
 func WithMiddleware(mw ...func(http.Handler) http.Handler) Option {
 	return func(c *config) {
 		for _, m := range mw {
-			notNil("WithMiddleware", m == nil)
+			check.That(m != nil, "WithMiddleware", m, forDefault)
 		}
 		c.middleware = append(c.middleware, mw...)
 	}
@@ -131,7 +121,7 @@ func WithMiddleware(mw ...func(http.Handler) http.Handler) Option {
 // client may publish.
 func WithAuthorizer(a Authorizer) Option {
 	return func(c *config) {
-		notNil("WithAuthorizer", a == nil)
+		check.That(a != nil, "WithAuthorizer", a, forDefault)
 		c.authorizer = a
 	}
 }
@@ -141,7 +131,7 @@ func WithAuthorizer(a Authorizer) Option {
 // published as the client sent it.
 func WithPublishHook(f PublishHook) Option {
 	return func(c *config) {
-		notNil("WithPublishHook", f == nil)
+		check.That(f != nil, "WithPublishHook", f, forDefault)
 		c.publishHook = f
 	}
 }
@@ -157,9 +147,8 @@ func WithOrigins(origins ...string) Option {
 	return func(c *config) {
 		for _, o := range origins {
 			u, err := url.Parse(o)
-			if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-				panic(fmt.Sprintf("hub: WithOrigins(%q): an origin is scheme://host[:port]", o))
-			}
+			check.That(err == nil && u.Scheme != "" && u.Host != "" && (u.Path == "" || u.Path == "/"),
+				"WithOrigins", o, "an origin is scheme://host[:port]")
 			c.origins = append(c.origins, strings.ToLower(u.Scheme+"://"+u.Host))
 		}
 	}
@@ -174,9 +163,7 @@ func WithOrigins(origins ...string) Option {
 func WithTrustedProxies(prefixes ...netip.Prefix) Option {
 	return func(c *config) {
 		for _, p := range prefixes {
-			if !p.IsValid() {
-				panic(fmt.Sprintf("hub: WithTrustedProxies(%v): not a valid prefix", p))
-			}
+			check.That(p.IsValid(), "WithTrustedProxies", p, "not a valid prefix")
 			c.trustedProxies = append(c.trustedProxies, p.Masked())
 		}
 	}
@@ -187,7 +174,10 @@ func WithTrustedProxies(prefixes ...netip.Prefix) Option {
 // beyond it gets the error too_many_topics; an event stream that names
 // more topics is refused with 400.
 func WithMaxTopics(n int) Option {
-	return func(c *config) { c.maxTopics = atLeastOne("WithMaxTopics", n) }
+	return func(c *config) {
+		check.That(n >= 1, "WithMaxTopics", n, atLeastOne)
+		c.maxTopics = n
+	}
 }
 
 // WithMaxMessageSize caps what a client sends at once, in bytes: one
@@ -196,7 +186,10 @@ func WithMaxTopics(n int) Option {
 // publishes is smaller still, and the Manager's WithMaxMessageSize applies
 // to it too (default DefaultMaxMessageSize).
 func WithMaxMessageSize(n int) Option {
-	return func(c *config) { c.maxMessageSize = atLeastOne("WithMaxMessageSize", n) }
+	return func(c *config) {
+		check.That(n >= 1, "WithMaxMessageSize", n, atLeastOne)
+		c.maxMessageSize = n
+	}
 }
 
 // WithPublishRate sets how often one client may publish: perSecond on
@@ -206,10 +199,10 @@ func WithMaxMessageSize(n int) Option {
 // beyond the rate gets the error rate_limited, with the time to wait.
 func WithPublishRate(perSecond float64, burst int) Option {
 	return func(c *config) {
-		if !(perSecond > 0) {
-			panic(fmt.Sprintf("hub: WithPublishRate(%v, %d): the rate must be more than 0", perSecond, burst))
-		}
-		c.publishRate, c.publishBurst = perSecond, atLeastOne("WithPublishRate", burst)
+		args := argcheck.Args{perSecond, burst}
+		check.That(perSecond > 0, "WithPublishRate", args, "the rate must be more than 0")
+		check.That(burst >= 1, "WithPublishRate", args, "the burst must be at least 1")
+		c.publishRate, c.publishBurst = perSecond, burst
 	}
 }
 
@@ -219,7 +212,10 @@ func WithPublishRate(perSecond float64, burst int) Option {
 // /64, which one client usually holds whole. Offices and mobile carriers put
 // many users behind one address: raise it for them.
 func WithMaxConnsPerAddr(n int) Option {
-	return func(c *config) { c.maxConnsPerAddr = atLeastOne("WithMaxConnsPerAddr", n) }
+	return func(c *config) {
+		check.That(n >= 1, "WithMaxConnsPerAddr", n, atLeastOne)
+		c.maxConnsPerAddr = n
+	}
 }
 
 // WithSendQueue caps the bytes of frames waiting to be written to one
@@ -228,7 +224,10 @@ func WithMaxConnsPerAddr(n int) Option {
 // beyond it is a slow consumer: it is closed with 4008, and its client
 // resumes from its cursors on a new connection.
 func WithSendQueue(bytes int) Option {
-	return func(c *config) { c.sendQueue = atLeastOne("WithSendQueue", bytes) }
+	return func(c *config) {
+		check.That(bytes >= 1, "WithSendQueue", bytes, atLeastOne)
+		c.sendQueue = bytes
+	}
 }
 
 // WithWriteTimeout bounds each write to a client: one WebSocket frame, one
@@ -236,7 +235,10 @@ func WithSendQueue(bytes int) Option {
 // takes nothing for that long is a slow consumer, and its connection is
 // closed.
 func WithWriteTimeout(d time.Duration) Option {
-	return func(c *config) { c.writeTimeout = positive("WithWriteTimeout", d) }
+	return func(c *config) {
+		check.That(d > 0, "WithWriteTimeout", d, moreThanZero)
+		c.writeTimeout = d
+	}
 }
 
 // WithPingInterval sets how often the hub pings a WebSocket (a ping control
@@ -244,28 +246,37 @@ func WithWriteTimeout(d time.Duration) Option {
 // event), so that proxies see traffic and clients can tell a live
 // connection from a dead one (default DefaultPingInterval).
 func WithPingInterval(d time.Duration) Option {
-	return func(c *config) { c.pingInterval = positive("WithPingInterval", d) }
+	return func(c *config) {
+		check.That(d > 0, "WithPingInterval", d, moreThanZero)
+		c.pingInterval = d
+	}
 }
 
 // WithPingTimeout sets how long a WebSocket client has to answer a ping
 // control frame with its pong; one that does not is closed with 4000
 // (default DefaultPingTimeout). Browsers answer pings by themselves.
 func WithPingTimeout(d time.Duration) Option {
-	return func(c *config) { c.pingTimeout = positive("WithPingTimeout", d) }
+	return func(c *config) {
+		check.That(d > 0, "WithPingTimeout", d, moreThanZero)
+		c.pingTimeout = d
+	}
 }
 
 // WithPollTimeout sets how long a long-poll waits for something to say
 // before it answers with no frames, and the client polls again (default
 // DefaultPollTimeout: below the 30 s at which many proxies give up).
 func WithPollTimeout(d time.Duration) Option {
-	return func(c *config) { c.pollTimeout = positive("WithPollTimeout", d) }
+	return func(c *config) {
+		check.That(d > 0, "WithPollTimeout", d, moreThanZero)
+		c.pollTimeout = d
+	}
 }
 
 // WithMetrics registers the hub's metrics on reg and on no other registry.
 // Hubs sharing a registry share the collectors.
 func WithMetrics(reg prometheus.Registerer) Option {
 	return func(c *config) {
-		notNil("WithMetrics", reg == nil)
+		check.That(reg != nil, "WithMetrics", reg, forDefault)
 		c.registerer = reg
 	}
 }
@@ -274,7 +285,7 @@ func WithMetrics(reg prometheus.Registerer) Option {
 // failures no client can be told about (default slog.Default()).
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) {
-		notNil("WithLogger", l == nil)
+		check.That(l != nil, "WithLogger", l, forDefault)
 		c.logger = l
 	}
 }

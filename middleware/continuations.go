@@ -7,7 +7,11 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/cometkit/cometkit/continuation"
+	"github.com/cometkit/cometkit/internal/argcheck"
 )
+
+// check rejects an argument that cannot be meant, naming the call.
+const check = argcheck.Package("middleware")
 
 // Continuations returns chi middleware that serves every request through
 // a [continuation.Dispatcher] built with opts, so every handler behind it
@@ -48,9 +52,7 @@ func New(opts ...continuation.Option) *Middleware {
 // for a mounted sub-router): chi.URLParam and RoutePattern answer the same
 // in every dispatch.
 func (m *Middleware) Handler(next http.Handler) http.Handler {
-	if next == nil {
-		panic("middleware: Middleware.Handler(nil)")
-	}
+	check.That(next != nil, "Middleware.Handler", next, "there is no handler to wrap")
 	return dispatched{m.d.Handler(restoreRoute(next))}
 }
 

@@ -225,7 +225,7 @@ func TestSetupPanics(t *testing.T) {
 		func() { middleware.New(continuation.WithWorkers(0)) })
 	assert.PanicsWithValue(t, "continuation: WithQueueSize(-1): a queue cannot be shorter than empty",
 		func() { middleware.Continuations(continuation.WithQueueSize(-1)) })
-	assert.PanicsWithValue(t, "middleware: Middleware.Handler(nil)", func() { middleware.New().Handler(nil) })
+	assert.PanicsWithValue(t, "middleware: Middleware.Handler(nil): there is no handler to wrap", func() { middleware.New().Handler(nil) })
 }
 
 func serve(h http.Handler, target string) *httptest.ResponseRecorder {

@@ -20,9 +20,7 @@ import (
 // in the Prometheus exposition format, for a /metrics route. It panics if
 // g is nil.
 func MetricsHandler(g prometheus.Gatherer) http.Handler {
-	if g == nil {
-		panic("middleware: MetricsHandler(nil): a handler needs a gatherer")
-	}
+	check.That(g != nil, "MetricsHandler", g, "a handler needs a gatherer")
 	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
 }
 
@@ -55,9 +53,7 @@ const (
 // and times what ServeHTTP does, which for a request that waits detached
 // ends when it detaches. It panics if reg is nil.
 func RequestMetrics(reg prometheus.Registerer) func(http.Handler) http.Handler {
-	if reg == nil {
-		panic("middleware: RequestMetrics(nil): metrics need a registerer")
-	}
+	check.That(reg != nil, "RequestMetrics", reg, "metrics need a registerer")
 	requests := promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cometkit_http_requests_total",
 		Help: "HTTP requests answered, by route pattern, method and status code.",

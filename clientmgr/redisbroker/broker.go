@@ -59,9 +59,7 @@ type Broker struct {
 // and MaxRetries -1, so that a publish whose reply was lost is not run
 // (and stored) twice; Open does both.
 func New(rdb redis.UniversalClient, opts ...Option) *Broker {
-	if rdb == nil {
-		panic("redisbroker: New(nil): a Broker needs a Redis client")
-	}
+	check.That(rdb != nil, "New", rdb, "a Broker needs a Redis client")
 	return newBroker(rdb, newConfig(opts))
 }
 

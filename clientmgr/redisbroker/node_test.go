@@ -295,12 +295,12 @@ func TestOptionsSayNo(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{})
 	defer rdb.Close()
 	for want, opt := range map[string]redisbroker.Option{
-		`redisbroker: WithPrefix(""): a prefix is not empty and has no '{' or '}'`:    redisbroker.WithPrefix(""),
-		`redisbroker: WithPrefix("a{b"): a prefix is not empty and has no '{' or '}'`: redisbroker.WithPrefix("a{b"),
-		"redisbroker: WithPublishTimeout(0s): must be more than 0":                    redisbroker.WithPublishTimeout(0),
-		"redisbroker: WithPublishTimeout(-1s): must be more than 0":                   redisbroker.WithPublishTimeout(-time.Second),
-		"redisbroker: WithMetrics(nil)":                                               redisbroker.WithMetrics(nil),
-		"redisbroker: WithLogger(nil)":                                                redisbroker.WithLogger(nil),
+		`redisbroker: WithPrefix(""): a prefix is not empty and has no '{' or '}'`:            redisbroker.WithPrefix(""),
+		`redisbroker: WithPrefix("a{b"): a prefix is not empty and has no '{' or '}'`:         redisbroker.WithPrefix("a{b"),
+		"redisbroker: WithPublishTimeout(0s): must be more than 0":                            redisbroker.WithPublishTimeout(0),
+		"redisbroker: WithPublishTimeout(-1s): must be more than 0":                           redisbroker.WithPublishTimeout(-time.Second),
+		"redisbroker: WithMetrics(nil): leave the option out to register nothing":             redisbroker.WithMetrics(nil),
+		"redisbroker: WithLogger(nil): pass a logger; slog.New(slog.DiscardHandler) discards": redisbroker.WithLogger(nil),
 	} {
 		assert.PanicsWithValue(t, want, func() { redisbroker.New(rdb, opt) })
 		assert.PanicsWithValue(t, want, func() { redisbroker.Open("redis://127.0.0.1:6379/0", opt) })

@@ -1,12 +1,13 @@
 package redisbroker
 
 import (
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cometkit/cometkit/internal/argcheck"
 )
 
 // Defaults used by New and Open.
@@ -20,6 +21,9 @@ const (
 // cannot be meant (an empty prefix, a duration of 0 or less, a nil
 // registry or logger) makes New and Open panic, naming the option.
 type Option func(*config)
+
+// check rejects an argument that cannot be meant, naming the option.
+const check = argcheck.Package("redisbroker")
 
 type config struct {
 	prefix         string
@@ -46,9 +50,7 @@ func newConfig(opts []Option) config {
 // not contain '{' or '}', which would move the keys' hash tag.
 func WithPrefix(p string) Option {
 	return func(c *config) {
-		if p == "" || strings.ContainsAny(p, "{}") {
-			panic(fmt.Sprintf("redisbroker: WithPrefix(%q): a prefix is not empty and has no '{' or '}'", p))
-		}
+		check.That(p != "" && !strings.ContainsAny(p, "{}"), "WithPrefix", p, "a prefix is not empty and has no '{' or '}'")
 		c.prefix = p
 	}
 }
@@ -58,9 +60,7 @@ func WithPrefix(p string) Option {
 // writes, such as starting a topic's new epoch.
 func WithPublishTimeout(d time.Duration) Option {
 	return func(c *config) {
-		if d <= 0 {
-			panic(fmt.Sprintf("redisbroker: WithPublishTimeout(%v): must be more than 0", d))
-		}
+		check.That(d > 0, "WithPublishTimeout", d, "must be more than 0")
 		c.publishTimeout = d
 	}
 }
@@ -69,9 +69,7 @@ func WithPublishTimeout(d time.Duration) Option {
 // registry). Brokers sharing a registry share its collectors.
 func WithMetrics(reg prometheus.Registerer) Option {
 	return func(c *config) {
-		if reg == nil {
-			panic("redisbroker: WithMetrics(nil)")
-		}
+		check.That(reg != nil, "WithMetrics", reg, "leave the option out to register nothing")
 		c.registerer = reg
 	}
 }
@@ -81,9 +79,7 @@ func WithMetrics(reg prometheus.Registerer) Option {
 // epoch because Redis lost messages (default slog.Default()).
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) {
-		if l == nil {
-			panic("redisbroker: WithLogger(nil)")
-		}
+		check.That(l != nil, "WithLogger", l, "pass a logger; slog.New(slog.DiscardHandler) discards")
 		c.logger = l
 	}
 }
