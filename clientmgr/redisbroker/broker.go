@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cometkit/cometkit/clientmgr"
+	"github.com/cometkit/cometkit/internal/sleep"
 )
 
 // ErrClosed is returned by a Broker's methods after Close.
@@ -153,7 +154,7 @@ func (b *Broker) subscribe(ctx context.Context) (*redis.PubSub, error) {
 			lastErr = err
 		}
 		b.metrics.errors.WithLabelValues("subscribe").Inc()
-		if !sleep(ctx, backoff) {
+		if !sleep.For(ctx, backoff) {
 			if b.ctx.Err() != nil {
 				return nil, ErrClosed
 			}
@@ -240,17 +241,6 @@ func (b *Broker) Close() error {
 		b.closeErr = err
 	})
 	return b.closeErr
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 var _ clientmgr.Broker = (*Broker)(nil)

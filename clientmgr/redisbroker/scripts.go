@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cometkit/cometkit/clientmgr"
+	"github.com/cometkit/cometkit/internal/sleep"
 )
 
 // Every script takes a topic's KEYS in the order of topicKeys: its
@@ -318,7 +319,7 @@ func (b *Broker) startNewEpoch(topic string, broken uint64) {
 		b.metrics.errors.WithLabelValues("new-epoch").Inc()
 		b.cfg.logger.Error("redisbroker: starting a new epoch for a topic whose sequence went back; trying again",
 			"topic", topic, "err", err, "in", backoff)
-		if !sleep(b.ctx, backoff) {
+		if !sleep.For(b.ctx, backoff) {
 			return
 		}
 	}

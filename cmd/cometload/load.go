@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/cometkit/cometkit/internal/sleep"
 )
 
 // The subscriber modes.
@@ -141,7 +143,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (result, error) {
 	if ctx.Err() != nil {
 		return result{}, ctx.Err()
 	}
-	sleep(ctx, cfg.Settle) // for the server to hold the last ones
+	sleep.For(ctx, cfg.Settle) // for the server to hold the last ones
 	if usage != nil {
 		if err := usage.loaded(); err != nil {
 			return result{}, err
@@ -162,7 +164,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (result, error) {
 			return result{}, err
 		}
 		again := awaitWaiting(ctx, st, cfg.Subscribers, cfg.Grace, progress)
-		sleep(ctx, cfg.Settle)
+		sleep.For(ctx, cfg.Settle)
 		if err := usage.after(again); err != nil {
 			return result{}, err
 		}
@@ -190,7 +192,7 @@ func awaitWaiting(ctx context.Context, st *stats, n int, max time.Duration, prog
 	lastReport := time.Now()
 	for {
 		w := int(st.waiting.Load())
-		if w >= n || time.Now().After(deadline) || !sleep(ctx, 10*time.Millisecond) {
+		if w >= n || time.Now().After(deadline) || !sleep.For(ctx, 10*time.Millisecond) {
 			fmt.Fprintf(progress, "cometload: %d of %d subscribers waiting\n", w, n)
 			return w
 		}
@@ -206,23 +208,9 @@ func awaitWaiting(ctx context.Context, st *stats, n int, max time.Duration, prog
 func awaitDelivered(ctx context.Context, st *stats, published int, max time.Duration) {
 	deadline := time.Now().Add(max)
 	for time.Now().Before(deadline) && !st.allReached(published) {
-		if !sleep(ctx, 10*time.Millisecond) {
+		if !sleep.For(ctx, 10*time.Millisecond) {
 			return
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/cometkit/cometkit/internal/sleep"
 )
 
 // A publisher posts messages whose payload is unique to the run; the send
@@ -53,7 +55,7 @@ func (p *publisher) rounds(ctx context.Context) int {
 	for round := range p.cfg.Rounds {
 		if round > 0 {
 			awaitWaiting(ctx, p.st, p.cfg.Subscribers, p.cfg.Grace, io.Discard)
-			if !sleep(ctx, p.cfg.Settle) {
+			if !sleep.For(ctx, p.cfg.Settle) {
 				break
 			}
 		}

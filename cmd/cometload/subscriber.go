@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cometkit/cometkit/internal/sleep"
 	"github.com/cometkit/cometkit/sse"
 )
 
@@ -99,7 +100,7 @@ func (s *subscriber) run(ctx context.Context, mode string) {
 		}
 		if err != nil && ctx.Err() == nil {
 			s.st.fail(err.Error())
-			sleep(ctx, 100*time.Millisecond) // back off, as a real client would
+			sleep.For(ctx, 100*time.Millisecond) // back off, as a real client would
 		}
 	}
 }
