@@ -57,18 +57,12 @@ func newConfig(opts []Option) config {
 // check rejects an argument that cannot be meant, naming the option.
 const check = argcheck.Package("clientmgr")
 
-// atLeastOne is why the options that take a size reject less.
-const atLeastOne = "must be at least 1"
-
 // WithHistory sets how many messages each topic keeps for History, Since
 // and the cursors of registrations, in whatever broker keeps them
 // (default DefaultHistory). A client whose cursor is older than that is
 // told its batch is incomplete.
 func WithHistory(n int) Option {
-	return func(c *config) {
-		check.That(n >= 1, "WithHistory", n, atLeastOne)
-		c.history = n
-	}
+	return func(c *config) { c.history = check.AtLeastOne("WithHistory", n) }
 }
 
 // WithHistoryBytes bounds the data each topic keeps in this process's
@@ -77,20 +71,14 @@ func WithHistory(n int) Option {
 // WithHistory messages of WithMaxMessageSize each. A broker whose history
 // lives elsewhere (Redis) keeps its own bound.
 func WithHistoryBytes(n int) Option {
-	return func(c *config) {
-		check.That(n >= 1, "WithHistoryBytes", n, atLeastOne)
-		c.historyBytes = n
-	}
+	return func(c *config) { c.historyBytes = check.AtLeastOne("WithHistoryBytes", n) }
 }
 
 // WithMaxMessageSize sets the largest message Broadcast accepts, in bytes;
 // beyond it Broadcast returns ErrMessageTooLarge (default
 // DefaultMaxMessageSize).
 func WithMaxMessageSize(n int) Option {
-	return func(c *config) {
-		check.That(n >= 1, "WithMaxMessageSize", n, atLeastOne)
-		c.maxMessage = n
-	}
+	return func(c *config) { c.maxMessage = check.AtLeastOne("WithMaxMessageSize", n) }
 }
 
 // WithMaxTopics caps the topics a node holds at once; a registration or a
@@ -98,10 +86,7 @@ func WithMaxMessageSize(n int) Option {
 // DefaultMaxTopics). Client-chosen topic names therefore cannot grow
 // memory without bound.
 func WithMaxTopics(n int) Option {
-	return func(c *config) {
-		check.That(n >= 1, "WithMaxTopics", n, atLeastOne)
-		c.maxTopics = n
-	}
+	return func(c *config) { c.maxTopics = check.AtLeastOne("WithMaxTopics", n) }
 }
 
 // WithIdleTimeout sets how long a topic with no subscriber and no new
@@ -110,10 +95,7 @@ func WithMaxTopics(n int) Option {
 // again at Seq 1 under a new epoch, as after a restart; a client's cursor
 // from before gets an incomplete batch.
 func WithIdleTimeout(d time.Duration) Option {
-	return func(c *config) {
-		check.That(d > 0, "WithIdleTimeout", d, "must be more than 0")
-		c.idleTimeout = d
-	}
+	return func(c *config) { c.idleTimeout = check.Positive("WithIdleTimeout", d) }
 }
 
 // WithMaxBatch bounds the messages held for one continuation between its
@@ -122,10 +104,7 @@ func WithIdleTimeout(d time.Duration) Option {
 // full batch takes no more: the client's next registration, from the
 // cursor of the last message it got, reads the rest from the history.
 func WithMaxBatch(n int) Option {
-	return func(c *config) {
-		check.That(n >= 1, "WithMaxBatch", n, atLeastOne)
-		c.maxBatch = n
-	}
+	return func(c *config) { c.maxBatch = check.AtLeastOne("WithMaxBatch", n) }
 }
 
 // WithBroker sets the broker that owns the topics' sequences and history

@@ -81,12 +81,9 @@ func newConfig(opts []Option) config {
 // check rejects an argument that cannot be meant, naming the option.
 const check = argcheck.Package("hub")
 
-// Why an argument cannot be meant, where many options say the same.
-const (
-	atLeastOne   = "must be at least 1"
-	moreThanZero = "must be more than 0"
-	forDefault   = "leave the option out for the default"
-)
+// forDefault is why the options that take a value to use instead of a
+// default reject nil.
+const forDefault = "leave the option out for the default"
 
 // WithDispatcher serves the hub's requests (every long-poll, every event
 // stream, every WebSocket handshake) through d, so that they share d's pool
@@ -174,10 +171,7 @@ func WithTrustedProxies(prefixes ...netip.Prefix) Option {
 // beyond it gets the error too_many_topics; an event stream that names
 // more topics is refused with 400.
 func WithMaxTopics(n int) Option {
-	return func(c *config) {
-		check.That(n >= 1, "WithMaxTopics", n, atLeastOne)
-		c.maxTopics = n
-	}
+	return func(c *config) { c.maxTopics = check.AtLeastOne("WithMaxTopics", n) }
 }
 
 // WithMaxMessageSize caps what a client sends at once, in bytes: one
@@ -186,10 +180,7 @@ func WithMaxTopics(n int) Option {
 // publishes is smaller still, and the Manager's WithMaxMessageSize applies
 // to it too (default DefaultMaxMessageSize).
 func WithMaxMessageSize(n int) Option {
-	return func(c *config) {
-		check.That(n >= 1, "WithMaxMessageSize", n, atLeastOne)
-		c.maxMessageSize = n
-	}
+	return func(c *config) { c.maxMessageSize = check.AtLeastOne("WithMaxMessageSize", n) }
 }
 
 // WithPublishRate sets how often one client may publish: perSecond on
@@ -212,10 +203,7 @@ func WithPublishRate(perSecond float64, burst int) Option {
 // /64, which one client usually holds whole. Offices and mobile carriers put
 // many users behind one address: raise it for them.
 func WithMaxConnsPerAddr(n int) Option {
-	return func(c *config) {
-		check.That(n >= 1, "WithMaxConnsPerAddr", n, atLeastOne)
-		c.maxConnsPerAddr = n
-	}
+	return func(c *config) { c.maxConnsPerAddr = check.AtLeastOne("WithMaxConnsPerAddr", n) }
 }
 
 // WithSendQueue caps the bytes of frames waiting to be written to one
@@ -224,10 +212,7 @@ func WithMaxConnsPerAddr(n int) Option {
 // beyond it is a slow consumer: it is closed with 4008, and its client
 // resumes from its cursors on a new connection.
 func WithSendQueue(bytes int) Option {
-	return func(c *config) {
-		check.That(bytes >= 1, "WithSendQueue", bytes, atLeastOne)
-		c.sendQueue = bytes
-	}
+	return func(c *config) { c.sendQueue = check.AtLeastOne("WithSendQueue", bytes) }
 }
 
 // WithWriteTimeout bounds each write to a client: one WebSocket frame, one
@@ -235,10 +220,7 @@ func WithSendQueue(bytes int) Option {
 // takes nothing for that long is a slow consumer, and its connection is
 // closed.
 func WithWriteTimeout(d time.Duration) Option {
-	return func(c *config) {
-		check.That(d > 0, "WithWriteTimeout", d, moreThanZero)
-		c.writeTimeout = d
-	}
+	return func(c *config) { c.writeTimeout = check.Positive("WithWriteTimeout", d) }
 }
 
 // WithPingInterval sets how often the hub pings a WebSocket (a ping control
@@ -246,30 +228,21 @@ func WithWriteTimeout(d time.Duration) Option {
 // event), so that proxies see traffic and clients can tell a live
 // connection from a dead one (default DefaultPingInterval).
 func WithPingInterval(d time.Duration) Option {
-	return func(c *config) {
-		check.That(d > 0, "WithPingInterval", d, moreThanZero)
-		c.pingInterval = d
-	}
+	return func(c *config) { c.pingInterval = check.Positive("WithPingInterval", d) }
 }
 
 // WithPingTimeout sets how long a WebSocket client has to answer a ping
 // control frame with its pong; one that does not is closed with 4000
 // (default DefaultPingTimeout). Browsers answer pings by themselves.
 func WithPingTimeout(d time.Duration) Option {
-	return func(c *config) {
-		check.That(d > 0, "WithPingTimeout", d, moreThanZero)
-		c.pingTimeout = d
-	}
+	return func(c *config) { c.pingTimeout = check.Positive("WithPingTimeout", d) }
 }
 
 // WithPollTimeout sets how long a long-poll waits for something to say
 // before it answers with no frames, and the client polls again (default
 // DefaultPollTimeout: below the 30 s at which many proxies give up).
 func WithPollTimeout(d time.Duration) Option {
-	return func(c *config) {
-		check.That(d > 0, "WithPollTimeout", d, moreThanZero)
-		c.pollTimeout = d
-	}
+	return func(c *config) { c.pollTimeout = check.Positive("WithPollTimeout", d) }
 }
 
 // WithMetrics registers the hub's metrics on reg and on no other registry.

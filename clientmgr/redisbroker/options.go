@@ -59,10 +59,7 @@ func WithPrefix(p string) Option {
 // (default DefaultPublishTimeout), and each try of the broker's own
 // writes, such as starting a topic's new epoch.
 func WithPublishTimeout(d time.Duration) Option {
-	return func(c *config) {
-		check.That(d > 0, "WithPublishTimeout", d, "must be more than 0")
-		c.publishTimeout = d
-	}
+	return func(c *config) { c.publishTimeout = check.Positive("WithPublishTimeout", d) }
 }
 
 // WithMetrics registers the broker's metrics on reg (and on no other

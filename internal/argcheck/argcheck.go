@@ -11,14 +11,19 @@
 // Each package declares its prefix once and checks where it takes the
 // argument:
 //
-//	const check = argcheck.Package("hub")
+//	const check = argcheck.Package("continuation")
 //
-//	func WithMaxTopics(n int) Option {
+//	func WithWorkers(n int) Option {
 //		return func(c *config) {
-//			check.That(n >= 1, "WithMaxTopics", n, "must be at least 1")
-//			c.maxTopics = n
+//			check.That(n >= 1, "WithWorkers", n, "a pool needs at least one worker")
+//			c.workers = n
 //		}
 //	}
+//
+// [Package.AtLeastOne] and [Package.Positive] are the checks most options
+// need, with the reason said the same way everywhere:
+//
+//	return func(c *config) { c.maxTopics = check.AtLeastOne("WithMaxTopics", n) }
 //
 // A string argument is shown quoted and a nil one as nil, so that
 // WithPrefix("") and WithLogger(nil) read as the caller wrote them; [Args]
@@ -30,6 +35,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // A Package is the name of the package whose arguments are checked: the
@@ -43,6 +49,20 @@ func (p Package) That(ok bool, call string, arg any, why string) {
 	if !ok {
 		panic(string(p) + ": " + call + "(" + format(arg) + "): " + why)
 	}
+}
+
+// AtLeastOne returns n, the size or count that call was given, or panics
+// with "<p>: <call>(<n>): must be at least 1" if n is less.
+func (p Package) AtLeastOne(call string, n int) int {
+	p.That(n >= 1, call, n, "must be at least 1")
+	return n
+}
+
+// Positive returns d, the timeout or interval that call was given, or
+// panics with "<p>: <call>(<d>): must be more than 0" if d is not.
+func (p Package) Positive(call string, d time.Duration) time.Duration {
+	p.That(d > 0, call, d, "must be more than 0")
+	return d
 }
 
 // Args are the arguments of a call that takes several, shown in order,

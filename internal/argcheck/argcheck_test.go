@@ -49,6 +49,20 @@ func TestThatPassesWhatCanBeMeant(t *testing.T) {
 	assert.NotPanics(t, func() { check.That(true, "WithX", nil, "why") })
 }
 
+// The checks most options need take the least value that can be meant and
+// say the same reason in every package.
+func TestAtLeastOneAndPositive(t *testing.T) {
+	assert.Equal(t, 1, check.AtLeastOne("WithSize", 1))
+	assert.Equal(t, 7, check.AtLeastOne("WithSize", 7))
+	assert.PanicsWithValue(t, "pkg: WithSize(0): must be at least 1", func() { check.AtLeastOne("WithSize", 0) })
+	assert.PanicsWithValue(t, "pkg: WithSize(-2): must be at least 1", func() { check.AtLeastOne("WithSize", -2) })
+
+	assert.Equal(t, time.Nanosecond, check.Positive("WithTimeout", time.Nanosecond))
+	assert.Equal(t, time.Hour, check.Positive("WithTimeout", time.Hour))
+	assert.PanicsWithValue(t, "pkg: WithTimeout(0s): must be more than 0", func() { check.Positive("WithTimeout", 0) })
+	assert.PanicsWithValue(t, "pkg: WithTimeout(-1ms): must be more than 0", func() { check.Positive("WithTimeout", -time.Millisecond) })
+}
+
 func Example() {
 	const check = argcheck.Package("pool")
 	withWorkers := func(n int) {
