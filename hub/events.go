@@ -103,7 +103,7 @@ func (h *Hub) serveEvents(w http.ResponseWriter, r *http.Request, c *continuatio
 		if forbidden {
 			status = http.StatusForbidden
 		}
-		writeFrames(w, status, frames)
+		writeFrames(w, status, frames, st.h.cfg.writeTimeout)
 		return
 	}
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/continuation"
+	"github.com/cometkit/cometkit/internal/respond"
 )
 
 // A Hub serves a Manager's topics to clients over WebSocket, server-sent
@@ -190,7 +191,7 @@ func (h *Hub) checkRequest(w http.ResponseWriter, r *http.Request, versionOK boo
 		return false
 	case !h.originAllowed(r):
 		h.metrics.refused("origin")
-		writeFrames(w, http.StatusForbidden, [][]byte{errorFrame(codeForbidden, "this origin may not connect").encode()})
+		writeFrames(w, http.StatusForbidden, [][]byte{errorFrame(codeForbidden, "this origin may not connect").encode()}, h.cfg.writeTimeout)
 		return false
 	}
 	return true
@@ -200,14 +201,16 @@ func (h *Hub) checkRequest(w http.ResponseWriter, r *http.Request, versionOK boo
 // as a long-poll's answer is.
 func (h *Hub) refuse(w http.ResponseWriter, status int, code, message string) {
 	h.metrics.refused(code)
-	writeFrames(w, status, [][]byte{errorFrame(code, message).encode()})
+	writeFrames(w, status, [][]byte{errorFrame(code, message).encode()}, h.cfg.writeTimeout)
 }
 
-func writeFrames(w http.ResponseWriter, status int, frames [][]byte) {
-	w.Header().Set("Content-Type", "application/json")
+// writeFrames answers with frames as a JSON array, the whole response
+// written within timeout: a client that does not read would otherwise hold
+// the worker writing to it for as long as it likes (a poll's answer can be
+// a whole history).
+func writeFrames(w http.ResponseWriter, status int, frames [][]byte, timeout time.Duration) {
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(joinFrames(frames))
+	respond.Bounded(w, status, "application/json", joinFrames(frames), timeout)
 }
 
 // publish carries out a client's publish and returns the frame that

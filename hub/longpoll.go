@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/continuation"
@@ -16,7 +17,8 @@ import (
 // A poll is one long-poll: the frames it answers with whatever its
 // subscriptions receive.
 type poll struct {
-	answer [][]byte
+	answer       [][]byte
+	writeTimeout time.Duration
 }
 
 // servePoll serves a long-poll: a POST of an array of client frames. Its
@@ -57,7 +59,7 @@ func (h *Hub) servePoll(w http.ResponseWriter, r *http.Request, c *continuation.
 	}
 	var subs []subscribe
 	seen := map[string]bool{}
-	pl := &poll{}
+	pl := &poll{writeTimeout: h.cfg.writeTimeout}
 	refuseTopic := func(topic, code, message string) {
 		h.metrics.refused(code)
 		e := errorFrame(code, message)
@@ -98,7 +100,7 @@ func (h *Hub) servePoll(w http.ResponseWriter, r *http.Request, c *continuation.
 		}
 	}
 	if len(subs) == 0 {
-		writeFrames(w, http.StatusOK, pl.answer)
+		writeFrames(w, http.StatusOK, pl.answer, pl.writeTimeout)
 		return
 	}
 	c.SetTimeout(h.cfg.pollTimeout)
@@ -108,7 +110,7 @@ func (h *Hub) servePoll(w http.ResponseWriter, r *http.Request, c *continuation.
 		e := errorFrame(codeUnavailable, "the hub cannot hold a long-poll now")
 		e.RetryMs = 1000
 		h.metrics.refused(codeUnavailable)
-		writeFrames(w, http.StatusOK, append(pl.answer, e.encode()))
+		writeFrames(w, http.StatusOK, append(pl.answer, e.encode()), pl.writeTimeout)
 		return
 	}
 	c.SetAttribute(stateAttr, pl)
@@ -154,5 +156,5 @@ func (pl *poll) resume(w http.ResponseWriter, c *continuation.Continuation) {
 	for _, b := range clientmgr.Batches(c) {
 		frames = batchFrames(b, frames)
 	}
-	writeFrames(w, http.StatusOK, frames)
+	writeFrames(w, http.StatusOK, frames, pl.writeTimeout)
 }

@@ -1,9 +1,12 @@
 package hub_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,7 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cometkit/cometkit/clientmgr"
+	"github.com/cometkit/cometkit/continuation"
 	"github.com/cometkit/cometkit/hub"
+	"github.com/cometkit/cometkit/internal/testproc"
 	"github.com/cometkit/cometkit/middleware"
 )
 
@@ -224,4 +229,54 @@ func TestLongPollByGet(t *testing.T) {
 		require.Len(t, frames, 1)
 		assert.Equal(t, "bad_request", frames[0].Code)
 	}
+}
+
+// A long-poll whose client does not read its answer (a whole history, 12 MB
+// here, far more than the sockets' buffers hold) holds the worker writing
+// it for WithWriteTimeout, no longer: on a Dispatcher of one worker, the
+// next request is answered once the write gives up, and the slow client's
+// connection is closed.
+func TestLongPollSlowReader(t *testing.T) {
+	mgr := clientmgr.New(clientmgr.WithHistory(200))
+	t.Cleanup(func() { mgr.Close() })
+	d := continuation.NewDispatcher(http.NotFoundHandler(), continuation.WithWorkers(1))
+	th := newHub(t, mgr, hub.WithDispatcher(d), hub.WithWriteTimeout(300*time.Millisecond))
+
+	from, err := mgr.Head(context.Background(), "big")
+	require.NoError(t, err)
+	chunk := strings.Repeat("x", 60<<10)
+	for range 200 {
+		th.publish("big", chunk)
+	}
+
+	slow, err := testproc.DialNonReader(th.srv.Listener.Addr().String())
+	require.NoError(t, err)
+	defer slow.Close()
+	fmt.Fprintf(slow, "GET /hub/?v=1&transport=longpoll&topic=big&cursors=%s HTTP/1.1\r\nHost: hub\r\n\r\n", from)
+	// Its answer has begun: the worker is writing it.
+	require.NoError(t, slow.SetReadDeadline(time.Now().Add(20*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReaderSize(slow, 4096), nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	answered := make(chan error, 1)
+	go func() {
+		status, frames := th.longPoll(`[{"op":"ping"}]`)
+		if status != http.StatusOK || len(frames) != 1 {
+			answered <- fmt.Errorf("status %d, frames %v", status, frames)
+			return
+		}
+		answered <- nil
+	}()
+	select {
+	case err := <-answered:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the next request was not answered: the slow client holds the only worker")
+	}
+
+	// The slow client's answer was cut: its body ends before its length.
+	n, err := io.Copy(io.Discard, resp.Body)
+	assert.Error(t, err, "the answer was cut short, so its body cannot end cleanly")
+	assert.Less(t, n, resp.ContentLength)
 }

@@ -23,7 +23,7 @@ const (
 	DefaultPublishBurst    = 10               // publishes a client may send at once
 	DefaultMaxConnsPerAddr = 100              // connections from one address (an IPv6 /64), all transports
 	DefaultSendQueue       = 256 << 10        // bytes of frames waiting for one WebSocket
-	DefaultWriteTimeout    = 10 * time.Second // for one frame to leave, or one SSE write
+	DefaultWriteTimeout    = 10 * time.Second // for one frame, one SSE write or one poll answer to leave
 	DefaultPingInterval    = 25 * time.Second // between pings on a WebSocket or an event stream
 	DefaultPingTimeout     = 10 * time.Second // for a WebSocket's pong
 	DefaultPollTimeout     = 25 * time.Second // a long-poll with nothing to say answers after this
@@ -216,9 +216,10 @@ func WithSendQueue(bytes int) Option {
 }
 
 // WithWriteTimeout bounds each write to a client: one WebSocket frame, one
-// batch of server-sent events (default DefaultWriteTimeout). A client that
-// takes nothing for that long is a slow consumer, and its connection is
-// closed.
+// batch of server-sent events, one long-poll's answer (default
+// DefaultWriteTimeout). A client that takes nothing for that long is a
+// slow consumer, and its connection is closed; until then it holds the
+// Dispatcher's worker that writes to it.
 func WithWriteTimeout(d time.Duration) Option {
 	return func(c *config) { c.writeTimeout = check.Positive("WithWriteTimeout", d) }
 }

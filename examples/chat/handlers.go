@@ -122,7 +122,7 @@ func (s *server) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.signer.setCookie(w, ss, s.cfg.proxies.secure(r))
-	writeJSON(w, joinAnswer{
+	s.writeJSON(w, joinAnswer{
 		Nick: nick, Topic: topicOf(room), Cursor: b.Next,
 		History: recent(chatEvents(b.Messages)), Members: s.present(r.Context(), room),
 		RenewMs: s.cfg.presence.Milliseconds(),
@@ -188,7 +188,7 @@ func (s *server) inRoom(w http.ResponseWriter, r *http.Request, do func(ctx cont
 
 // members lists the nicks present in the room through this node.
 func (s *server) members(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, s.present(r.Context(), chi.URLParam(r, "room")))
+	s.writeJSON(w, s.present(r.Context(), chi.URLParam(r, "room")))
 }
 
 // A visitor is a hub connection's client as the chat sees it: anyone may

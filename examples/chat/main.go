@@ -175,6 +175,7 @@ func main() {
 	cfg.logger = log
 	cfg.sessionKey = os.Getenv(sessionKeyEnv)
 	cfg.dispatch = sc.Dispatch()
+	cfg.writeTimeout = sc.WriteTimeout
 	err := cfg.check()
 	if err == nil {
 		cfg.proxies, err = parseProxies(*trusted)
@@ -191,8 +192,8 @@ func main() {
 // check refuses settings that cannot be meant.
 func (cfg config) check() error {
 	switch {
-	case cfg.pollTimeout <= 0 || cfg.presence <= 0:
-		return fmt.Errorf("chat: -timeout %v, -presence %v: must be more than 0", cfg.pollTimeout, cfg.presence)
+	case cfg.pollTimeout <= 0 || cfg.presence <= 0 || cfg.writeTimeout <= 0:
+		return fmt.Errorf("chat: -timeout %v, -presence %v, -write-timeout %v: must be more than 0", cfg.pollTimeout, cfg.presence, cfg.writeTimeout)
 	case cfg.maxConnsPerAddr < 1:
 		return fmt.Errorf("chat: -max-conns-per-addr %d: must be at least 1", cfg.maxConnsPerAddr)
 	case cfg.maxRooms < 1 || cfg.maxRooms >= clientmgr.DefaultMaxTopics:

@@ -24,6 +24,7 @@ import (
 	"github.com/cometkit/cometkit/clientmgr/redisbroker"
 	"github.com/cometkit/cometkit/continuation"
 	"github.com/cometkit/cometkit/hub"
+	"github.com/cometkit/cometkit/internal/respond"
 	"github.com/cometkit/cometkit/middleware"
 )
 
@@ -33,6 +34,7 @@ var static embed.FS
 // config is the chat server's settings (the command's flags).
 type config struct {
 	pollTimeout     time.Duration // a long-poll of the hub answers with nothing after this
+	writeTimeout    time.Duration // one answer's writes: a client that does not read holds a worker until then
 	presence        time.Duration // how often a page renews its nick's presence; three missed and it has left
 	history         int           // events kept per room
 	historyBytes    int           // and bytes
@@ -52,6 +54,7 @@ type config struct {
 func defaults() config {
 	return config{
 		pollTimeout:     20 * time.Second,
+		writeTimeout:    hub.DefaultWriteTimeout,
 		presence:        20 * time.Second,
 		history:         clientmgr.DefaultHistory,
 		historyBytes:    64 << 10,
@@ -163,6 +166,7 @@ func newServer(ctx context.Context, cfg config) (*server, error) {
 		hub.WithTrustedProxies(cfg.proxies...),
 		hub.WithMaxMessageSize(maxFrameSize),
 		hub.WithPollTimeout(cfg.pollTimeout),
+		hub.WithWriteTimeout(cfg.writeTimeout),
 		hub.WithMetrics(reg),
 		hub.WithLogger(cfg.logger),
 	)
@@ -311,9 +315,11 @@ func marshal(v any) []byte {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(marshal(v))
+// writeJSON answers with v, written within the write timeout: a join's
+// answer carries a room's history, which a client that does not read would
+// otherwise hold a worker with.
+func (s *server) writeJSON(w http.ResponseWriter, v any) {
+	respond.Bounded(w, http.StatusOK, "application/json", marshal(v), s.cfg.writeTimeout)
 }
 
 // A stored event is an event as a room's topic keeps it.

@@ -526,6 +526,7 @@ func TestSettingsChecked(t *testing.T) {
 		"-max-rooms":          func(c *config) { c.maxRooms = clientmgr.DefaultMaxTopics },
 		"-history":            func(c *config) { c.history = 0 },
 		"-post-rate":          func(c *config) { c.postRate = 0 },
+		"-write-timeout":      func(c *config) { c.writeTimeout = 0 },
 	} {
 		assert.ErrorContains(t, testConfig(set).check(), flag)
 	}

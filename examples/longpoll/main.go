@@ -47,7 +47,7 @@ func main() {
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	mgr := clientmgr.New(clientmgr.WithHistory(*history))
-	container, err := newContainer(mgr, append(cfg.Dispatch(),
+	container, err := newContainer(mgr, cfg.WriteTimeout, append(cfg.Dispatch(),
 		continuation.WithDefaultTimeout(*timeout), continuation.WithLogger(log))...)
 	if err == nil {
 		err = run(cfg, container, *certFile, *keyFile, log)

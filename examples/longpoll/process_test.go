@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"io"
 	"net/http"
 	"net/url"
@@ -98,4 +99,40 @@ func TestBadInputOverTheWire(t *testing.T) {
 	hungUp, err := testproc.HangsUpOnSlowHeaders(addr, 10*time.Second)
 	require.NoError(t, err)
 	assert.True(t, hungUp, "a client whose headers never finish is hung up on")
+}
+
+// A subscriber that does not read its answer (every message since the
+// start, 12 MB here) holds the worker writing it for -write-timeout, no
+// longer: with one worker, the next request is answered once the write
+// gives up, and the slow subscriber's answer is cut short.
+func TestSlowReaderOverTheWire(t *testing.T) {
+	addr := testproc.Start(t, ".", "-workers", "1", "-write-timeout", "300ms").Addr
+	client := &http.Client{Timeout: 20 * time.Second}
+	defer client.CloseIdleConnections()
+	chunk := url.Values{"message": {strings.Repeat("x", 60<<10)}}.Encode()
+	for range 200 {
+		resp, err := client.Post("http://"+addr+"/publish", "application/x-www-form-urlencoded", strings.NewReader(chunk))
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+	}
+
+	slow, err := testproc.DialNonReader(addr)
+	require.NoError(t, err)
+	defer slow.Close()
+	_, err = io.WriteString(slow, "GET /subscribe?since= HTTP/1.1\r\nHost: longpoll\r\n\r\n")
+	require.NoError(t, err)
+	require.NoError(t, slow.SetReadDeadline(time.Now().Add(20*time.Second)))
+	answer, err := http.ReadResponse(bufio.NewReaderSize(slow, 4096), nil) // being written: the worker is busy with it
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, answer.StatusCode)
+
+	resp, err := client.Get("http://" + addr + "/subscribe?since=abc")
+	require.NoError(t, err, "the next request is answered once the slow write gives up")
+	resp.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+
+	n, err := io.Copy(io.Discard, answer.Body)
+	assert.Error(t, err, "the slow answer was cut short")
+	assert.Less(t, n, answer.ContentLength)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cometkit/cometkit/clientmgr"
 	"github.com/cometkit/cometkit/continuation"
+	"github.com/cometkit/cometkit/internal/respond"
 	"github.com/cometkit/cometkit/servlet"
 	"github.com/cometkit/cometkit/sse"
 )
@@ -24,10 +25,11 @@ const maxMessage = 64 << 10
 // the next message, as text.
 const classicAttr = "longpoll.classic"
 
-// newContainer maps the three servlets and starts the container.
-func newContainer(mgr *clientmgr.Manager, opts ...continuation.Option) (*servlet.Container, error) {
+// newContainer maps the three servlets and starts the container. Answers
+// to subscribers are written within writeTimeout.
+func newContainer(mgr *clientmgr.Manager, writeTimeout time.Duration, opts ...continuation.Option) (*servlet.Container, error) {
 	c := servlet.NewContainer(opts...)
-	c.Handle("/subscribe", &subscribe{mgr: mgr})
+	c.Handle("/subscribe", &subscribe{mgr: mgr, writeTimeout: writeTimeout})
 	c.Handle("/events", &events{mgr: mgr})
 	c.Handle("/publish", &publish{mgr: mgr})
 	return c, c.Start()
@@ -41,7 +43,10 @@ func newContainer(mgr *clientmgr.Manager, opts ...continuation.Option) (*servlet
 // cursor, taken atomically from the topic's history at registration, the
 // cursor to poll with next, and complete=false when messages may have been
 // missed (a cursor from before a restart, or older than the history).
-type subscribe struct{ mgr *clientmgr.Manager }
+type subscribe struct {
+	mgr          *clientmgr.Manager
+	writeTimeout time.Duration // a batch can be a whole history: a client that does not read it holds a worker until then
+}
 
 func (s *subscribe) DoGet(w http.ResponseWriter, r *http.Request) {
 	c := continuation.FromRequest(r)
@@ -51,15 +56,15 @@ func (s *subscribe) DoGet(w http.ResponseWriter, r *http.Request) {
 	}
 	b := clientmgr.Batches(c)[0]
 	if c.Attribute(classicAttr) == nil {
-		writeJSON(w, b)
+		body, _ := json.Marshal(b) // a Batch always marshals
+		respond.Bounded(w, http.StatusOK, "application/json", body, s.writeTimeout)
 		return
 	}
 	if len(b.Messages) == 0 { // expired: nothing new, poll again
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write(b.Messages[0].Data)
+	respond.Bounded(w, http.StatusOK, "text/plain; charset=utf-8", b.Messages[0].Data, s.writeTimeout)
 }
 
 func (s *subscribe) wait(w http.ResponseWriter, r *http.Request, c *continuation.Continuation) {
@@ -91,11 +96,6 @@ func register(w http.ResponseWriter, r *http.Request, c *continuation.Continuati
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "cannot wait now: "+err.Error(), http.StatusServiceUnavailable)
 	}
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v)
 }
 
 // events streams the topic as server-sent events: one response, many

@@ -29,7 +29,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func newTestServer(t *testing.T, timeout time.Duration, opts ...clientmgr.Option) (*servlet.Container, *clientmgr.Manager) {
 	t.Helper()
 	mgr := clientmgr.New(opts...)
-	c, err := newContainer(mgr, continuation.WithDefaultTimeout(timeout))
+	c, err := newContainer(mgr, 10*time.Second, continuation.WithDefaultTimeout(timeout))
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		c.Shutdown(context.Background())

@@ -102,7 +102,7 @@ func TestSoak(t *testing.T) {
 	}
 
 	mgr := clientmgr.New(clientmgr.WithHistory(4096))
-	container, err := newContainer(mgr,
+	container, err := newContainer(mgr, 10*time.Second,
 		continuation.WithDefaultTimeout(time.Second), // shorter than some publish gaps
 		continuation.WithQueueSize(clients),          // the re-polls of one broadcast
 		continuation.WithLogger(slog.New(slog.DiscardHandler)))

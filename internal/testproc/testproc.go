@@ -2,7 +2,8 @@
 // for a test: built from its package, listening on a free loopback port,
 // and killed when the test ends. Tests that need a server in another
 // process (so that each side has its own open-file limit, or to send it a
-// signal) use it.
+// signal) use it, and its clients that misbehave on purpose
+// (HangsUpOnSlowHeaders, DialNonReader).
 package testproc
 
 import (
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -96,4 +98,21 @@ func HangsUpOnSlowHeaders(addr string, within time.Duration) (bool, error) {
 		return false, nil
 	}
 	return true, nil
+}
+
+// DialNonReader opens a connection to addr for a client that never reads
+// what the server sends: its receive buffer is as small as the kernel
+// allows, so that a large answer stays stuck in the server's write, as it
+// would for a client that stopped reading, or does so on purpose.
+func DialNonReader(addr string) (net.Conn, error) {
+	dialer := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		}); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
+	return dialer.Dial("tcp", addr)
 }

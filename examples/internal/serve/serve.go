@@ -21,13 +21,14 @@ import (
 
 // Config is what the examples' servers share: where to listen, the
 // timeouts that bound what a client can hold, and how long a shutdown may
-// take. There is no write timeout: a long-poll's answer or an event stream
-// is written long after the request came, and the handlers bound their
-// own writes instead.
+// take. The server has no WriteTimeout: a long-poll's answer or an event
+// stream is written long after the request came. The handlers bound their
+// own writes instead, with WriteTimeout (internal/respond).
 type Config struct {
 	Addr          string
 	HeaderTimeout time.Duration // a client that does not finish its headers (slowloris)
 	ReadTimeout   time.Duration // the whole request, body included
+	WriteTimeout  time.Duration // one answer's writes: a client that does not read holds a worker until then
 	IdleTimeout   time.Duration // a keep-alive connection between two requests
 	Drain         time.Duration // how long a shutdown waits for requests to finish
 	Workers       int           // dispatches running at once
@@ -39,6 +40,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", "localhost:8080", "listen address (\":8080\" listens on every interface)")
 	fs.DurationVar(&c.HeaderTimeout, "header-timeout", 10*time.Second, "how long a client may take to send its request headers")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", 30*time.Second, "how long a client may take to send a whole request")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "how long one answer may take to leave: a client that does not read holds the worker writing to it until then")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept")
 	fs.DurationVar(&c.Drain, "drain", 10*time.Second, "how long shutdown waits for requests to finish")
 	fs.IntVar(&c.Workers, "workers", continuation.DefaultWorkersPerCPU*runtime.GOMAXPROCS(0), "dispatches running at once")
