@@ -238,8 +238,14 @@ func (w *connWriter) buffers() {
 	}
 }
 
-// release gives back the buffers that hold nothing.
+// release gives back the buffers that hold nothing, or only what can
+// never be sent: once a write to the connection has failed, what they hold
+// is dropped, or a client that resets its connection would leave a buffer
+// with every request it ends so, for as long as its Continuation lives.
 func (w *connWriter) release() {
+	if w.werr != nil {
+		w.discard()
+	}
 	if w.pre != nil && w.pre.Buffered() == 0 {
 		w.pre.Reset(nil)
 		preBuffers.Put(w.pre)
@@ -255,13 +261,18 @@ func (w *connWriter) release() {
 // drop gives back the buffers, discarding what they hold: the response
 // will not be finished.
 func (w *connWriter) drop() {
+	w.discard()
+	w.release()
+}
+
+// discard empties the buffers.
+func (w *connWriter) discard() {
 	if w.pre != nil {
 		w.pre.Reset(nil)
 	}
 	if w.bw != nil {
 		w.bw.Reset(nil)
 	}
-	w.release()
 }
 
 // chunkSink is what the pre-buffer flushes to: it writes the header

@@ -38,6 +38,7 @@ import (
 
 	"github.com/cometkit/cometkit/continuation"
 	"github.com/cometkit/cometkit/continuation/continuationtest"
+	"github.com/cometkit/cometkit/internal/testproc"
 )
 
 // rawConn is an HTTP/1.1 connection driven by hand, that records the
@@ -365,6 +366,36 @@ func TestDetachedHangUp(t *testing.T) {
 	require.Eventually(t, func() bool { return d.Detached() == 0 }, 10*time.Second, time.Millisecond)
 	assert.Zero(t, d.Suspended())
 	assert.Zero(t, continuation.EpollWatched(d), "connections left in the epoll set")
+}
+
+// A detached response whose writes fail (here a client that reads nothing,
+// past the write deadline the handler set) keeps none of its buffers once
+// the request has ended: nothing in them can be sent any more.
+func TestDetachedFailedWriteKeepsNoBuffer(t *testing.T) {
+	big := strings.Repeat("x", 32<<20) // more than the sockets hold
+	parked := make(chan *continuation.Continuation, 1)
+	d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := continuation.FromRequest(r)
+		if c.IsInitial() {
+			c.SetTimeout(0)
+			require.NoError(t, c.Suspend())
+			parked <- c
+			return
+		}
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		io.WriteString(w, big)
+	}))
+	srv := continuationtest.Detached.NewServer(t, d)
+	conn, err := testproc.DialNonReader(srv.Listener.Addr().String())
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = io.WriteString(conn, getRequest("/"))
+	require.NoError(t, err)
+	c := <-parked
+	continuationtest.WaitDetached(t, d, 1)
+	require.NoError(t, c.Resume())
+	require.Eventually(t, func() bool { return d.Detached() == 0 }, 10*time.Second, time.Millisecond, "the request ended")
+	assert.False(t, continuation.HoldsWriteBuffers(c), "buffers kept by a request whose connection failed")
 }
 
 // Pipelining: a request sent right behind a long-poll (in the same

@@ -213,8 +213,13 @@
 //     Close): Drain answers them (they close after their answer), and
 //     [Dispatcher.Shutdown] waits for them. Call it after the server's.
 //   - The http.Server sees a connection handed back as a new one:
-//     ConnState reports it StateNew, and its next request is read under
-//     ReadHeaderTimeout (not IdleTimeout), as a new connection's first.
+//     ConnState reports it StateNew, ConnContext runs again, and its next
+//     request is read under ReadHeaderTimeout (not IdleTimeout), as a new
+//     connection's first. With cleartext HTTP/2 enabled
+//     (Protocols.SetUnencryptedHTTP2), a client may go on in HTTP/2 by
+//     prior knowledge there, as it may on any new connection; a proxy
+//     that shares its connections to the server among clients should not
+//     enable it.
 //     (The listener closes one that has not begun a request when the
 //     server shuts down, as the server closes idle connections.) The
 //     listener sets the server's BaseContext and ConnState, wrapping
@@ -229,6 +234,10 @@
 //     Content-Length at the end.
 //   - The OnTimeout and OnComplete listeners of a detached request run on
 //     a worker, since that is what gives it a goroutine.
+//   - Over TLS, the poller sees the connection, not the TLS session: a
+//     client that sends close_notify but keeps the TCP connection open is
+//     not seen to leave (net/http's background read would see it); its
+//     wait ends by its timeout, or when the TCP connection closes.
 //   - A client that closes its sending side while it waits ends the wait
 //     as a disconnect, as with net/http; detached, also when it has
 //     pipelined a request first (net/http, holding those bytes, stops
@@ -247,6 +256,14 @@
 // queue: a broadcast that resumes 20,000 requests must not make the
 // re-polls that follow it fail. [WithMaxSuspended] caps the requests
 // waiting at once; Suspend beyond it returns [ErrOverloaded].
+//
+// A dispatch holds its worker while it writes, and a write blocks while
+// the client reads nothing: bound what a dispatch writes, as net/http's
+// WriteTimeout would if a long-poll could have one (it cannot: the answer
+// comes long after the request). Set a deadline before writing an answer,
+// http.NewResponseController(w).SetWriteDeadline(time.Now().Add(10 *
+// time.Second)), which works detached too and ends with the response; the
+// package sse bounds each of its writes so.
 //
 // # Options
 //

@@ -23,3 +23,11 @@ func EpollWatched(d *Dispatcher) int {
 	n := strings.Count(string(b), "\ntfd:")
 	return n - 1 // the eventfd that wakes the poller
 }
+
+// HoldsWriteBuffers reports whether c, detached, holds its writer's
+// buffers.
+func HoldsWriteBuffers(c *Continuation) bool {
+	c.rwMu.Lock()
+	defer c.rwMu.Unlock()
+	return c.dc != nil && (c.dc.w.bw != nil || c.dc.w.pre != nil)
+}
