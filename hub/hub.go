@@ -84,6 +84,7 @@ var clientJS embed.FS
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet && path.Base(r.URL.Path) == "client.js" {
 		w.Header().Set("Cache-Control", "no-cache")
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(h.cfg.writeTimeout)) // 40 KiB to a client that may not read
 		http.ServeFileFS(w, r, clientJS, "client.js")
 		return
 	}

@@ -192,7 +192,7 @@ func (s *server) routes() http.Handler {
 		r.Use(s.d.Handler) // the hub's pool and limits, for the rest too
 		r.Use(s.observed()...)
 		staticFS, _ := fs.Sub(static, "static")
-		r.Handle("/*", http.FileServerFS(staticFS))
+		r.Handle("/*", s.boundWrites(http.FileServerFS(staticFS)))
 		r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 		r.Route("/rooms/{room}", func(r chi.Router) {
 			r.Use(validRoom)
@@ -313,6 +313,15 @@ func marshal(v any) []byte {
 	enc.SetEscapeHTML(false)
 	enc.Encode(v)
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+// boundWrites serves h with the write timeout: a file is written by a
+// worker of the pool, which a client that does not read would hold.
+func (s *server) boundWrites(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.cfg.writeTimeout))
+		h.ServeHTTP(w, r)
+	})
 }
 
 // writeJSON answers with v, written within the write timeout: a join's
