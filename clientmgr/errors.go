@@ -14,6 +14,9 @@ var (
 	// ErrClosed: the Manager has been closed.
 	ErrClosed = errors.New("clientmgr: manager closed")
 
+	// ErrSubscriptionClosed: Take on a Subscription that has been closed.
+	ErrSubscriptionClosed = errors.New("clientmgr: subscription closed")
+
 	// ErrNotSuspended: Register with a continuation that is not suspended.
 	ErrNotSuspended = errors.New("clientmgr: continuation not suspended")
 

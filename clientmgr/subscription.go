@@ -17,6 +17,7 @@ type Subscription struct {
 	topic string
 	cl    *client
 	once  sync.Once
+	err   error // why Take can take nothing more; the reader's own
 }
 
 // Subscribe starts a subscription to topic from the cursor, as
@@ -48,6 +49,9 @@ func (s *Subscription) arm(ctx context.Context, after Cursor) error {
 	return s.m.register(ctx, s.topic, after, cl, func(t *topic) (*part, error) {
 		cl.mu.Lock()
 		defer cl.mu.Unlock()
+		if cl.sealed { // Close came first: registering would outlive it
+			return nil, ErrSubscriptionClosed
+		}
 		cl.first = part{t: t, batch: Batch{Topic: t.name, Complete: true, Next: after}}
 		cl.parts, cl.woken, cl.held = append(cl.parts[:0], &cl.first), false, 0
 		return &cl.first, nil
@@ -60,10 +64,20 @@ func (s *Subscription) arm(ctx context.Context, after Cursor) error {
 // ended early (a message did not follow, a new epoch, WithMaxBatch), Take
 // reads the history from its end within ctx, as a new registration would,
 // and returns that read's error with the batch, which is valid either
-// way. After an error, Subscribe again from the batch's Next.
+// way. After an error the subscription takes nothing more (Take returns
+// the error again, with an empty batch): Subscribe again from the batch's
+// Next. After Close, Take returns ErrSubscriptionClosed.
 func (s *Subscription) Take(ctx context.Context) (Batch, error) {
+	if s.err != nil {
+		return Batch{Topic: s.topic}, s.err
+	}
 	cl := s.cl
 	cl.mu.Lock()
+	if cl.sealed {
+		cl.mu.Unlock()
+		s.err = ErrSubscriptionClosed
+		return Batch{Topic: s.topic}, s.err
+	}
 	p := cl.parts[0]
 	b := p.batch
 	if p.state != finished {
@@ -74,7 +88,11 @@ func (s *Subscription) Take(ctx context.Context) (Batch, error) {
 	}
 	cl.mu.Unlock()
 	s.m.unsubscribe(p.t, cl)
-	return b, s.arm(ctx, b.Next)
+	if err := s.arm(ctx, b.Next); err != nil {
+		s.err = err // the registration is gone: nothing joins it any more
+		return b, err
+	}
+	return b, nil
 }
 
 // Close ends the subscription: no more messages join it, and ready is not
@@ -84,8 +102,13 @@ func (s *Subscription) Close() {
 		cl := s.cl
 		cl.mu.Lock()
 		cl.sealed = true
-		p := cl.parts[0]
+		var t *topic
+		if len(cl.parts) > 0 { // none after a Take that could not register again
+			t = cl.parts[0].t
+		}
 		cl.mu.Unlock()
-		s.m.unsubscribe(p.t, cl)
+		if t != nil {
+			s.m.unsubscribe(t, cl)
+		}
 	})
 }

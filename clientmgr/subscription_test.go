@@ -139,3 +139,31 @@ func TestSubscriptionClose(t *testing.T) {
 		assert.ErrorIs(t, err, clientmgr.ErrClosed)
 	})
 }
+
+// A Take whose history read fails (here its context has ended) leaves
+// nothing registered: later Takes return the error again, and Close, which
+// the caller is told to call, ends it without a fault. A Take after Close
+// says so.
+func TestSubscriptionAfterFailedTake(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := clientmgr.New(clientmgr.WithMaxBatch(1))
+		defer m.Close()
+		r := subscribe(t, m, "room", clientmgr.Cursor{})
+		broadcast(t, m, "room", "1")
+		broadcast(t, m, "room", "2") // beyond the batch: the next Take reads the history
+		ended, cancel := context.WithCancel(context.Background())
+		cancel()
+		b, err := r.sub.Take(ended)
+		require.ErrorIs(t, err, context.Canceled)
+		assert.Equal(t, []string{"1"}, data(b), "the batch is valid with the error")
+		assert.Zero(t, m.Count("room"), "nothing left registered")
+		_, again := r.sub.Take(context.Background())
+		assert.ErrorIs(t, again, context.Canceled)
+		assert.NotPanics(t, r.sub.Close)
+
+		closed := subscribe(t, m, "room", clientmgr.Cursor{})
+		closed.sub.Close()
+		_, err = closed.sub.Take(context.Background())
+		assert.ErrorIs(t, err, clientmgr.ErrSubscriptionClosed)
+	})
+}
