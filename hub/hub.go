@@ -162,16 +162,17 @@ func (h *Hub) admit(w http.ResponseWriter, r *http.Request, c *continuation.Cont
 	if !h.checkRequest(w, r, r.URL.Query().Get("v") == "" || r.URL.Query().Get("v") == strconv.Itoa(Version)) {
 		return peer{}, false
 	}
+	// The Authorizer first, as for a WebSocket: it is the application's
+	// code, and a panic in it must not leave the address counted.
+	access, err := h.cfg.authorizer.Authorize(r)
+	if err != nil || access == nil {
+		h.refuse(w, http.StatusForbidden, codeForbidden, "not allowed to connect")
+		return peer{}, false
+	}
 	addr := h.clientAddr(r)
 	if !h.addrs.acquire(addr) {
 		w.Header().Set("Retry-After", "10")
 		h.refuse(w, http.StatusTooManyRequests, codeTooManyConnections, "too many connections from this address")
-		return peer{}, false
-	}
-	access, err := h.cfg.authorizer.Authorize(r)
-	if err != nil || access == nil {
-		h.addrs.release(addr)
-		h.refuse(w, http.StatusForbidden, codeForbidden, "not allowed to connect")
 		return peer{}, false
 	}
 	gauge := h.metrics.connections.WithLabelValues(transport)

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,6 +177,28 @@ func TestLongPollAuthorizer(t *testing.T) {
 	status, frames = th.longPoll(`[{"op":"publish","topic":"a","data":"x"}]`, "Authorization", "Bearer good")
 	assert.Equal(t, http.StatusOK, status)
 	assert.Equal(t, "published", frames[0].Type)
+}
+
+// An Authorizer that panics (the application's code, parsing what a
+// client sent) costs the client a 500, not one of its address's
+// connections: with a limit of one, the next poll is served.
+func TestLongPollAuthorizerPanics(t *testing.T) {
+	var panicked atomic.Bool
+	th := newHub(t, nil, hub.WithMaxConnsPerAddr(1), hub.WithLogger(slog.New(slog.DiscardHandler)),
+		hub.WithAuthorizer(hub.AuthorizerFunc(func(r *http.Request) (hub.Access, error) {
+			if panicked.CompareAndSwap(false, true) {
+				panic("a token the application cannot parse")
+			}
+			return hub.Grant{}, nil
+		})))
+	resp, err := th.srv.Client().Post(th.url(), "application/json", strings.NewReader(`[{"op":"ping"}]`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusInternalServerError, resp.StatusCode)
+	for range 3 {
+		status, _ := th.longPoll(`[{"op":"ping"}]`)
+		assert.Equal(t, http.StatusOK, status)
+	}
 }
 
 // WithMiddleware runs inside the hub's Dispatcher: middleware that waits
