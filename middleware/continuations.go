@@ -67,15 +67,15 @@ type dispatched struct{ http.Handler }
 // [http.Server.RegisterOnShutdown] wants:
 //
 //	srv.RegisterOnShutdown(mw.Drain)
-//	if err := srv.Shutdown(ctx); err != nil { // returns once the suspended requests have answered
-//		srv.Close()
-//	}
+//	err := srv.Shutdown(ctx)                // the requests net/http still serves
+//	err = errors.Join(err, mw.Shutdown(ctx)) // and those detached from it
 func (m *Middleware) Drain() { m.d.Drain() }
 
 // Shutdown is Drain, then a wait until every request has finished: it
-// returns nil then, or ctx's error if ctx ends first. With Drain
-// registered on the server, the server's Shutdown already waits for the
-// same requests.
+// returns nil then, or ctx's error if ctx ends first. Call it after the
+// server's Shutdown: requests that wait detached from net/http
+// ([continuation.ListenAndServe]) are answered after the server's
+// Shutdown has returned, since it does not know their connections.
 func (m *Middleware) Shutdown(ctx context.Context) error { return m.d.Shutdown(ctx) }
 
 // routeAttr keeps a copy of the chi route context as it was at the first

@@ -10,7 +10,8 @@
 //	srv := &http.Server{Addr: ":8080", Handler: r}
 //	srv.RegisterOnShutdown(mw.Drain) // expire suspended requests, so they answer
 //	// ... on SIGTERM:
-//	srv.Shutdown(ctx) // returns once every request has answered
+//	srv.Shutdown(ctx)  // the requests net/http still serves
+//	mw.Shutdown(ctx)   // and those waiting detached from it (continuation.ListenAndServe)
 //
 // One [Middleware] is one [continuation.Dispatcher]: one pool of workers and
 // one set of limits for every handler it wraps, whether it is used once

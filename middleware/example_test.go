@@ -63,6 +63,9 @@ func Example() {
 	if err := srv.Shutdown(ctx); err != nil {
 		srv.Close()
 	}
+	if err := mw.Shutdown(ctx); err != nil { // what waits detached from net/http, when served so
+		fmt.Println(err)
+	}
 	fmt.Println(<-answer)
 	// Output: 200 OK no news in lobby
 }

@@ -176,12 +176,8 @@ func (c *Container) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Shutdown does, once every request has finished:
 //
 //	srv.RegisterOnShutdown(c.Drain)
-//	if err := srv.Shutdown(ctx); err != nil { // returns once the suspended requests have answered
-//		srv.Close()
-//	}
-//	if err := c.Shutdown(ctx); err != nil { // runs each servlet's Destroy
-//		log.Print(err)
-//	}
+//	err := srv.Shutdown(ctx)               // the requests net/http still serves
+//	err = errors.Join(err, c.Shutdown(ctx)) // and those detached from it; then each servlet's Destroy
 func (c *Container) Drain() {
 	c.mu.Lock()
 	c.drained = true

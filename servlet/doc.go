@@ -14,8 +14,8 @@
 //	srv := &http.Server{Addr: ":8080", Handler: c}
 //	srv.RegisterOnShutdown(c.Drain)        // expire suspended requests, so they answer
 //	// ... on SIGTERM:
-//	srv.Shutdown(ctx)                      // returns once every request has answered
-//	c.Shutdown(ctx)                        // runs Destroy
+//	srv.Shutdown(ctx)                      // the requests net/http still serves
+//	c.Shutdown(ctx)                        // those waiting detached from it; then Destroy
 //
 // [Handler] alone turns a value with Do* methods into an [http.Handler], for
 // use outside a Container. A value with no Do* method that is not an
