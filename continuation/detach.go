@@ -245,6 +245,12 @@ func (dc *detached) withPrefix() net.Conn {
 	return dc.conn
 }
 
+// startPoller starts a poller; a variable so that a test can make it fail.
+var startPoller = newPoller
+
+// pollRetry is how long after a poller failed to start it is tried again.
+const pollRetry = time.Second
+
 // poller returns the Dispatcher's poller, started by the first request
 // that detaches and stopped once the Dispatcher has drained.
 func (d *Dispatcher) poller() (*poller, attachReason) {
@@ -256,12 +262,21 @@ func (d *Dispatcher) poller() (*poller, attachReason) {
 	if d.pollDone {
 		return nil, reasonShutdown
 	}
-	p, err := newPoller((*Continuation).hangUp, d.logger)
-	if err != nil {
-		d.logger.Warn("continuation: waiting requests stay attached: cannot watch connections", "err", err)
+	// A poller that could not start (out of descriptors, say) is tried
+	// again a second later, not by every request that waits meanwhile,
+	// and the failure is logged once, not with each of them.
+	if !d.pollFail.IsZero() && time.Since(d.pollFail) < pollRetry {
 		return nil, reasonPoller
 	}
-	d.poll = p
+	p, err := startPoller((*Continuation).hangUp, d.logger)
+	if err != nil {
+		if d.pollFail.IsZero() {
+			d.logger.Warn("continuation: waiting requests stay attached: cannot watch connections", "err", err)
+		}
+		d.pollFail = time.Now()
+		return nil, reasonPoller
+	}
+	d.poll, d.pollFail = p, time.Time{}
 	return p, detachedOK
 }
 

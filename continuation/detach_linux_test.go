@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -592,6 +593,50 @@ func TestAttachedWaitReasons(t *testing.T) {
 	}
 }
 
+// A poller that cannot start (out of descriptors, say) leaves requests
+// waiting attached, is tried again a second later rather than by each
+// request that waits meanwhile, and is logged once; once it starts,
+// requests detach again.
+func TestPollerStartFails(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	var log syncBuffer
+	cs := make(chan *continuation.Continuation, 8)
+	d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := continuation.FromRequest(r)
+		if c.IsInitial() {
+			c.SetTimeout(0)
+			require.NoError(t, c.Suspend())
+			cs <- c
+		}
+	}), continuation.WithMetrics(reg), continuation.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
+	srv := continuationtest.Detached.NewServer(t, d)
+	tries, restore := continuation.FailPollerStart(errors.New("epoll_create1: too many open files"))
+	defer restore()
+
+	var answers []<-chan continuationtest.Answer
+	wait := func() {
+		answers = append(answers, continuationtest.Get(t.Context(), srv.Client(), srv.URL))
+		<-cs
+	}
+	for range 5 {
+		wait()
+	}
+	require.Eventually(t, func() bool {
+		return metricValue(t, reg, "cometkit_attached_waits_total", "reason", "poller") == 5
+	}, 10*time.Second, time.Millisecond)
+	assert.Equal(t, 1, tries(), "tried again within the second")
+	assert.Equal(t, 1, strings.Count(log.String(), "cannot watch connections"), "logged once")
+
+	restore()
+	time.Sleep(1100 * time.Millisecond) // past the retry's second
+	wait()
+	continuationtest.WaitDetached(t, d, 1)
+	d.Drain()
+	for _, a := range answers {
+		<-a
+	}
+}
+
 // wrappingListener wraps its connections in a type of its own, as
 // netutil.LimitListener does: one that gives no file descriptor.
 type wrappingListener struct{ net.Listener }
@@ -1070,4 +1115,22 @@ func TestDetachedGauge(t *testing.T) {
 	require.Eventually(t, func() bool { return gaugeValue(t, reg, "cometkit_requests_detached") == 0 },
 		10*time.Second, time.Millisecond)
 	assert.Equal(t, 0.0, metricValue(t, reg, "cometkit_attached_waits_total", "", ""), "waits counted as attached")
+}
+
+// syncBuffer is a log that goroutines may write while a test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

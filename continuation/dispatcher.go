@@ -35,8 +35,9 @@ type Dispatcher struct {
 	detachedNow atomic.Int64 // requests detached from net/http and not yet finished
 
 	pollMu   sync.Mutex
-	poll     *poller // of the detached requests; started by the first
-	pollDone bool    // stopped: the Dispatcher has drained
+	poll     *poller   // of the detached requests; started by the first
+	pollDone bool      // stopped: the Dispatcher has drained
+	pollFail time.Time // when the poller last failed to start; zero once it runs
 
 	closing   atomic.Bool
 	draining  context.Context // done when Drain begins; waits and body reads watch it

@@ -2,8 +2,10 @@ package continuation
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 )
 
 // EpollWatched returns how many connections d's poller has in its epoll
@@ -30,4 +32,15 @@ func HoldsWriteBuffers(c *Continuation) bool {
 	c.rwMu.Lock()
 	defer c.rwMu.Unlock()
 	return c.dc != nil && (c.dc.w.bw != nil || c.dc.w.pre != nil)
+}
+
+// FailPollerStart makes every poller start fail with err, and counts the
+// tries, until restore is called.
+func FailPollerStart(err error) (tries func() int, restore func()) {
+	var n atomic.Int32
+	startPoller = func(func(*Continuation), *slog.Logger) (*poller, error) {
+		n.Add(1)
+		return nil, err
+	}
+	return func() int { return int(n.Load()) }, func() { startPoller = newPoller }
 }
