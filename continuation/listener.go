@@ -279,7 +279,9 @@ func (l *detachingListener) Accept() (net.Conn, error) {
 	}
 }
 
-// acceptLoop accepts a connection each time Accept asks for one. A
+// acceptLoop accepts connections from the listener inside and hands each
+// to the next Accept, holding at most one, accepted ahead, until Accept
+// asks (so that Accept can also wait for connections handed back). A
 // temporary error is passed on (the Server waits and asks again); another
 // ends the loop, and Accept returns it from then on.
 func (l *detachingListener) acceptLoop() {

@@ -127,8 +127,6 @@ func (h *Hub) servePoll(w http.ResponseWriter, r *http.Request, c *continuation.
 	}
 }
 
-// resume answers the poll: its frames, then what each subscription
-// received (nothing, when the poll timed out).
 // queryFrames reads the subscriptions of a long-poll made as a GET, in
 // the form an event stream takes them: ?topic=a&topic=b&cursors=ca,cb (no
 // cursors: every topic from now). A GET long-poll only subscribes, so a
@@ -151,6 +149,8 @@ func queryFrames(q url.Values) ([]clientFrame, error) {
 	return frames, nil
 }
 
+// resume answers the poll: its frames, then what each subscription
+// received (nothing, when the poll timed out).
 func (pl *poll) resume(w http.ResponseWriter, c *continuation.Continuation) {
 	frames := pl.answer
 	for _, b := range clientmgr.Batches(c) {

@@ -22,9 +22,10 @@ import (
 // The whole body goes out with its length (so it is not chunked), with
 // the headers set before the call.
 func TestBoundedWritesWholeAnswer(t *testing.T) {
+	errs := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
-		require.NoError(t, respond.Bounded(w, http.StatusCreated, "application/json", []byte(`{"a":1}`), time.Second))
+		errs <- respond.Bounded(w, http.StatusCreated, "application/json", []byte(`{"a":1}`), time.Second)
 	}))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
@@ -38,6 +39,7 @@ func TestBoundedWritesWholeAnswer(t *testing.T) {
 	assert.Empty(t, resp.TransferEncoding)
 	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
 	assert.Equal(t, "no-store", resp.Header.Get("Cache-Control"))
+	assert.NoError(t, <-errs)
 }
 
 // A client that reads nothing makes the write fail with a timeout, within
