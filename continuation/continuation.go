@@ -191,7 +191,12 @@ func (c *Continuation) Request() *http.Request {
 // OnTimeout listeners run, the response is theirs). It may be used as soon
 // as Suspend has returned: what the Dispatcher does with the response when
 // the suspending dispatch returns (detaching the request) waits for each
-// call through this writer, and each such call for it.
+// call through this writer, and each such call for it. The suspension may
+// end under the writer (the timer, the client leaving, Drain): once the
+// next dispatch begins or the request ends, calls fail with
+// ErrNotSuspended (WriteHeader does nothing), and a call under way is
+// waited for first, so the writer never races the dispatch nor writes a
+// finished response.
 func (c *Continuation) ResponseWriter() http.ResponseWriter {
 	c.mustBeServed("ResponseWriter")
 	return outsideWriter{c}
@@ -525,6 +530,7 @@ func (c *Continuation) beginDispatch(redispatch bool) {
 	if !redispatch {
 		return
 	}
+	c.writeBarrier()
 	for _, l := range ls {
 		if dl, ok := l.(DispatchListener); ok {
 			c.d.callListener(c, dl.OnDispatch, "OnDispatch")
@@ -807,6 +813,7 @@ func (c *Continuation) finish() {
 	c.phase = finished
 	ls := c.listeners
 	c.mu.Unlock()
+	c.writeBarrier()
 	defer c.closeDone() // even if a listener calls runtime.Goexit
 	for _, l := range ls {
 		c.d.callListener(c, l.OnComplete, "OnComplete")

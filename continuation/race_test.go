@@ -296,3 +296,52 @@ func TestContextDeadlineExpires(t *testing.T) {
 		assert.Equal(t, int32(1), s.redispatch.Load())
 	})
 }
+
+// The outside writer racing the timer: an event source answers the request
+// through Continuation.ResponseWriter and completes it, while the
+// suspension expires. Whichever wins, the response is one writer's: the
+// event's (its Complete won), or the expiry dispatch's, before which any
+// write under way finished and after which the event's writes fail with
+// ErrNotSuspended. Under -race, nothing writes concurrently.
+func TestOutsideWriterRacesExpiry(t *testing.T) {
+	var refused atomic.Int32
+	d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := continuation.FromRequest(r)
+		if c.IsInitial() {
+			c.SetTimeout(time.Millisecond)
+			require.NoError(t, c.Suspend())
+			go func() {
+				time.Sleep(time.Millisecond)
+				for range 20 {
+					if _, err := io.WriteString(c.ResponseWriter(), "event "); err != nil {
+						assert.ErrorIs(t, err, continuation.ErrNotSuspended)
+						refused.Add(1)
+						return
+					}
+				}
+				c.Complete()
+			}()
+			return
+		}
+		io.WriteString(w, "expired")
+	}))
+	srv := continuationtest.NewServer(t, d)
+	for range 200 {
+		resp, err := srv.Client().Get(srv.URL)
+		require.NoError(t, err)
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		body := string(b)
+		if strings.HasSuffix(body, "expired") {
+			rest := body
+			for strings.HasPrefix(rest, "event ") {
+				rest = rest[len("event "):]
+			}
+			assert.Equal(t, "expired", rest, "the event's writes, then the expiry's, never interleaved")
+		} else {
+			assert.Equal(t, strings.Repeat("event ", 20), body)
+		}
+	}
+	t.Logf("the expiry won %d times", refused.Load())
+}

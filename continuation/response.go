@@ -108,8 +108,28 @@ var (
 // outsideWriter is the writer of Continuation.ResponseWriter: the
 // response's writer, each call under c.rwMu, which detaching holds too. A
 // goroutine that writes once Suspend has returned cannot tell when the
-// dispatch returns and the Dispatcher takes the writer over.
+// dispatch returns and the Dispatcher takes the writer over. Each call
+// checks that the request still waits (or its OnTimeout listeners run);
+// once a redispatch begins or the request ends, calls fail with
+// ErrNotSuspended, and those under way are waited for (writeBarrier).
 type outsideWriter struct{ c *Continuation }
+
+// outsideWritable reports whether code outside a dispatch may write the
+// response now: the request is suspended and no dispatch of it runs but
+// the suspending one, or its OnTimeout listeners run.
+func (c *Continuation) outsideWritable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.phase == suspending || c.phase == suspended || c.phase == expiring
+}
+
+// writeBarrier waits for the calls through Continuation.ResponseWriter
+// under way, once the phase has changed so that no new one may begin:
+// before a redispatch runs the handler, and before the request ends.
+func (c *Continuation) writeBarrier() {
+	c.rwMu.Lock()
+	c.rwMu.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
+}
 
 func (w outsideWriter) Header() http.Header {
 	w.c.rwMu.Lock()
@@ -120,18 +140,27 @@ func (w outsideWriter) Header() http.Header {
 func (w outsideWriter) WriteHeader(code int) {
 	w.c.rwMu.Lock()
 	defer w.c.rwMu.Unlock()
+	if !w.c.outsideWritable() {
+		return
+	}
 	w.c.rw.WriteHeader(code)
 }
 
 func (w outsideWriter) Write(p []byte) (int, error) {
 	w.c.rwMu.Lock()
 	defer w.c.rwMu.Unlock()
+	if !w.c.outsideWritable() {
+		return 0, ErrNotSuspended
+	}
 	return w.c.rw.Write(p)
 }
 
 func (w outsideWriter) WriteString(s string) (int, error) {
 	w.c.rwMu.Lock()
 	defer w.c.rwMu.Unlock()
+	if !w.c.outsideWritable() {
+		return 0, ErrNotSuspended
+	}
 	return w.c.rw.WriteString(s)
 }
 
@@ -140,24 +169,36 @@ func (w outsideWriter) Flush() { _ = w.FlushError() }
 func (w outsideWriter) FlushError() error {
 	w.c.rwMu.Lock()
 	defer w.c.rwMu.Unlock()
+	if !w.c.outsideWritable() {
+		return ErrNotSuspended
+	}
 	return w.c.rw.FlushError()
 }
 
 func (w outsideWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	w.c.rwMu.Lock()
 	defer w.c.rwMu.Unlock()
+	if !w.c.outsideWritable() {
+		return nil, nil, ErrNotSuspended
+	}
 	return w.c.rw.Hijack()
 }
 
 func (w outsideWriter) SetReadDeadline(t time.Time) error {
 	w.c.rwMu.Lock()
 	defer w.c.rwMu.Unlock()
+	if !w.c.outsideWritable() {
+		return ErrNotSuspended
+	}
 	return http.NewResponseController(&w.c.rw).SetReadDeadline(t)
 }
 
 func (w outsideWriter) SetWriteDeadline(t time.Time) error {
 	w.c.rwMu.Lock()
 	defer w.c.rwMu.Unlock()
+	if !w.c.outsideWritable() {
+		return ErrNotSuspended
+	}
 	return http.NewResponseController(&w.c.rw).SetWriteDeadline(t)
 }
 
