@@ -1,6 +1,7 @@
 package clientmgr
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -49,7 +50,9 @@ type jsonMessage struct {
 // The data is a JSON string when it is valid UTF-8 (a JSON document
 // published as data arrives as its text, for JSON.parse), and otherwise
 // base64, marked with "encoding":"base64". The epoch is in the form
-// Cursor.String uses.
+// Cursor.String uses. <, > and & are escaped as json.Marshal escapes them
+// (for JSON inside HTML) only when the caller's encoder does: an Encoder
+// with SetEscapeHTML(false) writes them as they are.
 func (m Message) MarshalJSON() ([]byte, error) {
 	j := jsonMessage{Topic: m.Topic, Epoch: formatEpoch(m.Epoch), Seq: m.Seq, Time: m.Time}
 	if utf8.Valid(m.Data) {
@@ -57,7 +60,13 @@ func (m Message) MarshalJSON() ([]byte, error) {
 	} else {
 		j.Data, j.Encoding = base64.StdEncoding.EncodeToString(m.Data), "base64"
 	}
-	return json.Marshal(j)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // the caller's encoder escapes what it returns if it is asked to
+	if err := enc.Encode(j); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // UnmarshalJSON decodes what MarshalJSON encodes.

@@ -1,6 +1,7 @@
 package clientmgr_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 	"time"
@@ -32,6 +33,20 @@ func TestMessageJSON(t *testing.T) {
 		require.NoError(t, json.Unmarshal(b, &back))
 		assert.Equal(t, m, back)
 	}
+
+	// <, > and &: escaped by json.Marshal, as it escapes every string; as
+	// they are by an encoder told not to (a wire of JSON parsers only,
+	// where "<" escaped is six bytes).
+	angles := clientmgr.Message{Topic: "t", Epoch: 1, Seq: 1, Data: []byte("<b>&"), Time: at}
+	b, err = json.Marshal(angles)
+	require.NoError(t, err)
+	assert.Contains(t, string(b), `"data":"\u003cb\u003e\u0026"`)
+	var raw bytes.Buffer
+	enc := json.NewEncoder(&raw)
+	enc.SetEscapeHTML(false)
+	require.NoError(t, enc.Encode(angles))
+	assert.Contains(t, raw.String(), `"data":"<b>&"`)
+
 	var bad clientmgr.Message
 	assert.Error(t, json.Unmarshal([]byte(`{"epoch":"!"}`), &bad))
 	assert.Error(t, json.Unmarshal([]byte(`{"data":"x","encoding":"rot13"}`), &bad))
