@@ -163,17 +163,31 @@ func (st *stream) wait(w http.ResponseWriter, c *continuation.Continuation) {
 // resume writes what the topics received, or a ping, and waits again.
 func (st *stream) resume(w http.ResponseWriter, c *continuation.Continuation) {
 	var events []sse.Event
+	room := budget{left: st.h.cfg.sendQueue}
 	for _, b := range clientmgr.Batches(c) {
 		i := st.index[b.Topic]
 		if !b.Complete {
 			st.cursors[i] = resumedFrom(b).String()
 			events = append(events, sse.Event{ID: st.id(), Type: "missed", Data: missedFrame(b.Topic, resumedFrom(b))})
 		}
+		all := true
 		for _, m := range b.Messages {
+			f := messageFrame(m)
 			st.cursors[i] = m.Cursor().String()
-			events = append(events, sse.Event{ID: st.id(), Type: "message", Data: messageFrame(m)})
+			id := st.id()
+			if !room.take(len(f) + len(id)) {
+				// The rest waits in the history: the stream registers
+				// again from the last message it wrote, and the next
+				// write takes what follows at once.
+				st.cursors[i] = clientmgr.Cursor{Epoch: m.Epoch, Seq: m.Seq - 1}.String()
+				all = false
+				break
+			}
+			events = append(events, sse.Event{ID: id, Type: "message", Data: f})
 		}
-		st.cursors[i] = b.Next.String()
+		if all {
+			st.cursors[i] = b.Next.String()
+		}
 	}
 	if len(events) == 0 {
 		events = []sse.Event{{Type: "ping", Data: pingFrame}}

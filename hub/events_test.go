@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -158,4 +159,67 @@ func TestEventsBadRequests(t *testing.T) {
 			assert.Equal(t, tt.code, frames[0].Code, tt.name)
 		}
 	}
+}
+
+// A long-poll's answer, and each write of an event stream, carries at most
+// WithSendQueue bytes of messages (the first always goes): a client far
+// behind gets the rest in its next polls or writes, every message once,
+// in order, and nothing said missing.
+func TestAnswersBoundedInBytes(t *testing.T) {
+	const n = 20
+	th := newHub(t, nil, hub.WithSendQueue(64<<10), hub.WithPollTimeout(time.Minute))
+	from, err := th.mgr.Head(t.Context(), "a")
+	require.NoError(t, err)
+	var want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("%02d", i))
+		th.publish("a", want[i]+strings.Repeat("x", 30<<10))
+	}
+
+	t.Run("long-poll", func(t *testing.T) {
+		cursor, polls := from.String(), 0
+		var got []string
+		for len(got) < n {
+			status, frames := th.longPoll(`[{"op":"subscribe","topic":"a","cursor":"` + cursor + `"}]`)
+			require.Equal(t, http.StatusOK, status)
+			polls++
+			require.NotEmpty(t, frames)
+			assert.LessOrEqual(t, len(frames), 3, "64 KiB: two messages of 30 KiB, and the first always")
+			for _, f := range frames {
+				require.Equal(t, "message", f.Type)
+				got, cursor = append(got, f.Data[:2]), f.Cursor
+			}
+		}
+		assert.Equal(t, want, got)
+		assert.GreaterOrEqual(t, polls, n/3)
+	})
+	t.Run("event stream", func(t *testing.T) {
+		es := th.stream(url.Values{"topic": {"a"}, "cursors": {from.String()}}, "")
+		defer es.close()
+		var got []string
+		for len(got) < n {
+			ev := es.mustNext()
+			require.NotEqual(t, "missed", ev.Type)
+			if ev.Type == "message" {
+				got = append(got, ev.Frame.Data[:2])
+			}
+		}
+		assert.Equal(t, want, got)
+	})
+}
+
+// Frames are JSON for JSON parsers: a message of "<" is sent as one byte,
+// not as json.Marshal's six (\u003c), which made a history of such
+// messages six times its size in every answer.
+func TestFramesNotEscapedForHTML(t *testing.T) {
+	th := newHub(t, nil)
+	from, err := th.mgr.Head(t.Context(), "a")
+	require.NoError(t, err)
+	th.publish("a", "<b>&</b>")
+	resp, err := th.srv.Client().Get(th.url() + "?v=1&transport=longpoll&topic=a&cursors=" + from.String())
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Contains(t, string(body), `"data":"<b>&</b>"`)
 }

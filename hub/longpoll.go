@@ -19,6 +19,7 @@ import (
 type poll struct {
 	answer       [][]byte
 	writeTimeout time.Duration
+	maxAnswer    int // bytes of messages in the answer (WithSendQueue)
 }
 
 // servePoll serves a long-poll: a POST of an array of client frames. Its
@@ -59,7 +60,7 @@ func (h *Hub) servePoll(w http.ResponseWriter, r *http.Request, c *continuation.
 	}
 	var subs []subscribe
 	seen := map[string]bool{}
-	pl := &poll{writeTimeout: h.cfg.writeTimeout}
+	pl := &poll{writeTimeout: h.cfg.writeTimeout, maxAnswer: h.cfg.sendQueue}
 	refuseTopic := func(topic, code, message string) {
 		h.metrics.refused(code)
 		e := errorFrame(code, message)
@@ -153,8 +154,9 @@ func queryFrames(q url.Values) ([]clientFrame, error) {
 // received (nothing, when the poll timed out).
 func (pl *poll) resume(w http.ResponseWriter, c *continuation.Continuation) {
 	frames := pl.answer
+	room := budget{left: pl.maxAnswer}
 	for _, b := range clientmgr.Batches(c) {
-		frames = batchFrames(b, frames)
+		frames = batchFrames(b, frames, &room)
 	}
 	writeFrames(w, http.StatusOK, frames, pl.writeTimeout)
 }

@@ -264,7 +264,8 @@ func TestLongPollSlowReader(t *testing.T) {
 	mgr := clientmgr.New(clientmgr.WithHistory(200))
 	t.Cleanup(func() { mgr.Close() })
 	d := continuation.NewDispatcher(http.NotFoundHandler(), continuation.WithWorkers(1))
-	th := newHub(t, mgr, hub.WithDispatcher(d), hub.WithWriteTimeout(300*time.Millisecond))
+	th := newHub(t, mgr, hub.WithDispatcher(d), hub.WithWriteTimeout(300*time.Millisecond),
+		hub.WithSendQueue(32<<20)) // answers of the whole history, far more than the sockets hold
 
 	from, err := mgr.Head(context.Background(), "big")
 	require.NoError(t, err)

@@ -210,7 +210,10 @@ func WithMaxConnsPerAddr(n int) Option {
 // WebSocket (default DefaultSendQueue); one frame larger than the cap is
 // still sent when nothing else waits. A connection whose queue would grow
 // beyond it is a slow consumer: it is closed with 4008, and its client
-// resumes from its cursors on a new connection.
+// resumes from its cursors on a new connection. It also caps the messages
+// in one long-poll answer and in one write of an event stream, which the
+// hub holds whole while a worker writes them: what is beyond waits in the
+// history, for the client's next poll, or the stream's next write.
 func WithSendQueue(bytes int) Option {
 	return func(c *config) { c.sendQueue = check.AtLeastOne("WithSendQueue", bytes) }
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"runtime/debug"
 	"sync"
@@ -350,7 +351,7 @@ func (sub *subscription) take() {
 	ctx, cancel := context.WithTimeout(s.ctx, readTimeout)
 	b, err := sub.sub.Take(ctx)
 	cancel()
-	frames := batchFrames(b, nil)
+	frames := batchFrames(b, nil, &budget{left: math.MaxInt}) // the send queue bounds it
 	if err != nil {
 		sub.closed = true
 		sub.sub.Close()

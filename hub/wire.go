@@ -153,9 +153,23 @@ type frame struct {
 	RetryMs int64           `json:"retry_ms,omitempty"`
 }
 
+// marshal encodes v as JSON without escaping <, > and & (json.Marshal's
+// default, for JSON inside HTML): frames are read by JSON parsers only, and
+// a message of "<" would otherwise cost six bytes for each one in every
+// answer, stream and queue.
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
 // encode marshals a frame; nothing in it can fail to marshal.
 func (f frame) encode() []byte {
-	b, err := json.Marshal(f)
+	b, err := marshal(f)
 	if err != nil {
 		panic("hub: encoding a frame: " + err.Error())
 	}
@@ -183,7 +197,7 @@ var (
 // clientmgr.Message marshals (topic, epoch, seq, time, data and, for data
 // that is not UTF-8, encoding), with its type and its cursor.
 func messageFrame(m clientmgr.Message) []byte {
-	body, err := json.Marshal(m)
+	body, err := marshal(m)
 	if err != nil || len(body) < 2 || body[0] != '{' {
 		panic(fmt.Sprintf("hub: encoding a message: %v", err))
 	}
@@ -196,15 +210,40 @@ func messageFrame(m clientmgr.Message) []byte {
 	return b.Bytes()
 }
 
+// A budget is how many bytes of messages one answer may still carry: a
+// long-poll's answer, or one write of an event stream, which the Dispatcher's
+// worker writes and the hub holds whole until then. Messages beyond it wait
+// in the topic's history, and the client, whose cursor is the last message
+// it got, reads them with its next poll or write. The first message of an
+// answer always goes, however large, so that every answer makes progress.
+type budget struct {
+	left  int
+	taken bool // a message is in the answer already
+}
+
+// take reports whether a frame of n bytes still fits, and counts it.
+func (b *budget) take(n int) bool {
+	if b.taken && n > b.left {
+		return false
+	}
+	b.left -= n
+	b.taken = true
+	return true
+}
+
 // batchFrames turns what a subscription received into frames: a missed
 // frame first when the batch says messages may be missing before these,
-// then the messages.
-func batchFrames(b clientmgr.Batch, out [][]byte) [][]byte {
+// then as many of the messages as room allows.
+func batchFrames(b clientmgr.Batch, out [][]byte, room *budget) [][]byte {
 	if !b.Complete {
 		out = append(out, missedFrame(b.Topic, resumedFrom(b)))
 	}
 	for _, m := range b.Messages {
-		out = append(out, messageFrame(m))
+		f := messageFrame(m)
+		if !room.take(len(f)) {
+			break // the rest waits in the history for the next poll
+		}
+		out = append(out, f)
 	}
 	return out
 }
