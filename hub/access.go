@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/cometkit/cometkit/internal/forwarded"
 )
 
 // An Authorizer decides who may use the hub. Authorize is called once for
@@ -83,34 +85,7 @@ type PublishHook func(ctx context.Context, a Access, topic string, data []byte) 
 // X-Forwarded-For that is not a trusted proxy. It is the zero Addr when
 // the connection's address cannot be read (a test's recorder).
 func (h *Hub) clientAddr(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	addr := ap.Addr().Unmap()
-	if !h.trusted(addr) {
-		return addr
-	}
-	hops := r.Header.Values("X-Forwarded-For")
-	for i := len(hops) - 1; i >= 0; i-- {
-		list := strings.Split(hops[i], ",")
-		for j := len(list) - 1; j >= 0; j-- {
-			hop, err := netip.ParseAddr(strings.TrimSpace(list[j]))
-			if err != nil {
-				return addr // a hop we cannot read: stop at the last one we trust
-			}
-			hop = hop.Unmap()
-			if !h.trusted(hop) {
-				return hop
-			}
-			addr = hop
-		}
-	}
-	return addr
-}
-
-func (h *Hub) trusted(a netip.Addr) bool {
-	return slices.ContainsFunc(h.cfg.trustedProxies, func(p netip.Prefix) bool { return p.Contains(a) })
+	return forwarded.Trusted(h.cfg.trustedProxies).Client(r)
 }
 
 // addrKey is what connections are counted by: an IPv4 address, or the /64

@@ -60,8 +60,12 @@ func TestTrustedProxies(t *testing.T) {
 	waitFor(t, "the poll to wait", func() bool { return th.mgr.Count("a") == 1 })
 	status, _ := th.longPoll(`[{"op":"ping"}]`, "X-Forwarded-For", "203.0.113.7")
 	assert.Equal(t, http.StatusTooManyRequests, status, "the same client behind the proxy")
-	status, _ = th.longPoll(`[{"op":"ping"}]`, "X-Forwarded-For", "203.0.113.8, 127.0.0.5")
-	assert.Equal(t, http.StatusOK, status, "another client; the proxy's own hop is skipped")
+	status, _ = th.longPoll(`[{"op":"ping"}]`, "X-Forwarded-For", "203.0.113.7:4711")
+	assert.Equal(t, http.StatusTooManyRequests, status, "the same client, written with a port")
+	for _, other := range []string{"203.0.113.8, 127.0.0.5", "203.0.113.8:4711", "[2001:db8::1]:443"} {
+		status, _ = th.longPoll(`[{"op":"ping"}]`, "X-Forwarded-For", other)
+		assert.Equal(t, http.StatusOK, status, "another client (%s); the proxy's own hop is skipped", other)
+	}
 	th.publish("a", "wake up")
 	assert.Equal(t, http.StatusOK, <-waiting)
 

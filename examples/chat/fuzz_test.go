@@ -1,8 +1,6 @@
 package main
 
 import (
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -91,37 +89,6 @@ func FuzzSessionToken(f *testing.F) {
 		}
 		if tok != good || ss.nick != "alice" || ss.id != "AAAAAAAAAAAAAAAAAAAAAA" {
 			t.Fatalf("token %q accepted as %+v", tok, ss)
-		}
-	})
-}
-
-// FuzzForwardedFor: whatever X-Forwarded-For holds, the client address is
-// the peer's (untrusted) or one the header holds (trusted peer).
-func FuzzForwardedFor(f *testing.F) {
-	trusted, _ := parseProxies("127.0.0.0/8")
-	for _, v := range []string{"1.2.3.4", "1.2.3.4, 127.0.0.2", "", ",,,", "[::1]:80, x", "2001:db8::1", "::ffff:1.2.3.4"} {
-		f.Add(v)
-	}
-	f.Fuzz(func(t *testing.T, xff string) {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
-		r.Header.Set("X-Forwarded-For", xff)
-		r.RemoteAddr = "192.0.2.1:1"
-		if got := trusted.client(r); got.String() != "192.0.2.1" {
-			t.Fatalf("untrusted peer with X-Forwarded-For %q: client %v", xff, got)
-		}
-		r.RemoteAddr = "127.0.0.1:1"
-		got := trusted.client(r)
-		if got.String() == "127.0.0.1" {
-			return
-		}
-		found := false
-		for _, hop := range strings.Split(xff, ",") {
-			if a, ok := parseHop(hop); ok && a == got {
-				found = true
-			}
-		}
-		if !found {
-			t.Fatalf("X-Forwarded-For %q gave client %v, not in it", xff, got)
 		}
 	})
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/cometkit/cometkit/internal/forwarded"
 )
 
 // burstOf is the burst allowed with a rate: three seconds' worth, at
@@ -97,60 +99,10 @@ func parseProxies(s string) (proxies, error) {
 	return ps, nil
 }
 
-func (ps proxies) trust(a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-// peer is the address of the other end of r's connection.
-func peer(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
-}
-
 // client returns the address of the client behind r: the connection's
-// peer, unless the peer is a trusted proxy; then, walking X-Forwarded-For
-// from its last entry (the one the peer added), the first address that is
-// not a trusted proxy. Entries further left were written by whoever sent
-// the request to the first trusted proxy, and are not believed.
-func (ps proxies) client(r *http.Request) netip.Addr {
-	addr := peer(r)
-	if len(ps) == 0 || !ps.trust(addr) {
-		return addr
-	}
-	var hops []string
-	for _, v := range r.Header.Values("X-Forwarded-For") {
-		hops = append(hops, strings.Split(v, ",")...)
-	}
-	for i := len(hops) - 1; i >= 0 && ps.trust(addr); i-- {
-		hop, ok := parseHop(hops[i])
-		if !ok {
-			break // a trusted proxy wrote something else: stop at that proxy
-		}
-		addr = hop
-	}
-	return addr
-}
-
-// parseHop reads one X-Forwarded-For entry: an address, perhaps with a
-// port.
-func parseHop(s string) (netip.Addr, bool) {
-	s = strings.TrimSpace(s)
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.Unmap(), true
-	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().Unmap(), true
-	}
-	return netip.Addr{}, false
-}
+// peer, or the client that trusted proxies name in X-Forwarded-For, as the
+// hub counts it.
+func (ps proxies) client(r *http.Request) netip.Addr { return forwarded.Trusted(ps).Client(r) }
 
 // secure reports whether the client reached us over HTTPS: directly, or
 // through a trusted proxy that says so in X-Forwarded-Proto.
@@ -158,7 +110,7 @@ func (ps proxies) secure(r *http.Request) bool {
 	if r.TLS != nil {
 		return true
 	}
-	return len(ps) > 0 && ps.trust(peer(r)) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+	return forwarded.Trusted(ps).Contains(forwarded.Peer(r)) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
 // addrKey is the limit key of a client address: the address, or, for
