@@ -197,7 +197,8 @@ func (s *server) members(w http.ResponseWriter, r *http.Request) {
 type visitor struct {
 	s     *server
 	ss    session
-	valid bool // ss is a session the chat signed
+	valid bool   // ss is a session the chat signed
+	addr  string // the client's address, as the join limit keys it
 }
 
 // authorize is the hub's Authorizer: it reads the session cookie of the
@@ -205,7 +206,7 @@ type visitor struct {
 // page reconnects after its session changes.
 func (s *server) authorize(r *http.Request) (hub.Access, error) {
 	ss, ok, _ := s.signer.fromRequest(r)
-	return visitor{s: s, ss: ss, valid: ok}, nil
+	return visitor{s: s, ss: ss, valid: ok, addr: addrKey(s.cfg.proxies.client(r))}, nil
 }
 
 // Identity is the session: the hub's publish rate (-post-rate) is per
@@ -218,11 +219,21 @@ func (v visitor) Identity() string {
 	return ""
 }
 
-// CanSubscribe allows a room's topic, if the node holds the room or has
-// room for it.
+// CanSubscribe allows a room's topic, if the node holds the room, or has
+// room for it and the client may make one: a room that a subscription
+// makes costs what a join costs (-join-rate per address), since
+// subscriptions naming made-up rooms would otherwise fill the node's
+// rooms, and refuse every new one to everyone.
 func (v visitor) CanSubscribe(topic string) bool {
 	room, ok := roomOf(topic)
-	return ok && v.s.rooms.enter(room, time.Now()) == nil
+	if !ok {
+		return false
+	}
+	now := time.Now()
+	if v.s.rooms.use(room, now) {
+		return true
+	}
+	return v.s.joins.allow(v.addr, now) && v.s.rooms.enter(room, now) == nil
 }
 
 // CanPublish allows a room's topic to a session whose nick is present in

@@ -101,7 +101,8 @@
 // session (-post-rate messages a second: the hub's publish rate, whose
 // refusal says when to try again), per room (-room-rate events a second)
 // and, for joins, which make sessions, per client address (-join-rate a
-// second); each allows bursts of three seconds' worth; a join beyond its
+// second, which a subscription that makes a room the node does not hold
+// counts against too); each allows bursts of three seconds' worth; a join beyond its
 // limit gets 429 with Retry-After; with several nodes, each node limits
 // what reaches it. A node holds at most -max-rooms rooms (below the client
 // manager's cap on topics): a join that would make one more gets 503 with
@@ -165,7 +166,7 @@ func main() {
 	flag.IntVar(&cfg.maxRooms, "max-rooms", cfg.maxRooms, "rooms this node holds at once")
 	flag.Float64Var(&cfg.postRate, "post-rate", cfg.postRate, "messages a second per session")
 	flag.Float64Var(&cfg.roomRate, "room-rate", cfg.roomRate, "events (messages, joins) a second per room")
-	flag.Float64Var(&cfg.joinRate, "join-rate", cfg.joinRate, "joins a second per client address")
+	flag.Float64Var(&cfg.joinRate, "join-rate", cfg.joinRate, "joins a second per client address; a room a subscription makes counts as a join")
 	trusted := flag.String("trusted-proxies", "", "comma-separated addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For is believed")
 	flag.StringVar(&cfg.redisURL, "redis", "", "share rooms with other nodes through this Redis (redis://host:port/db)")
 	metricsAddr := flag.String("metrics-addr", "", "serve /metrics on this address only, such as 127.0.0.1:9090 (default: no metrics)")

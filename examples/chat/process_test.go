@@ -383,7 +383,8 @@ func TestSIGTERMAnswersEveryWaitingClient(t *testing.T) {
 	const clients = 10_000
 	metrics := freeAddr(t)
 	srv := testproc.Start(t, ".", "-timeout", "5m", "-drain", "20s", "-queue", fmt.Sprint(clients),
-		"-max-conns-per-addr", fmt.Sprint(2*clients), "-metrics-addr", metrics)
+		"-max-conns-per-addr", fmt.Sprint(2*clients), "-metrics-addr", metrics,
+		"-join-rate", "1000") // the polls make the hundred rooms they name, each as a join would
 	addr := srv.Addr
 	waitUntilServing(t, "http://"+addr+"/healthz")
 

@@ -57,6 +57,18 @@ func (rs *rooms) enter(name string, now time.Time) error {
 	return err
 }
 
+// use marks the room used if the node holds it, and reports whether it
+// does; it makes no room.
+func (rs *rooms) use(name string, now time.Time) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	r := rs.byName[name]
+	if r != nil {
+		r.used = now
+	}
+	return r != nil
+}
+
 func (rs *rooms) enterLocked(name string, now time.Time) (*room, error) {
 	r := rs.byName[name]
 	if r == nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -531,4 +532,34 @@ func TestSettingsChecked(t *testing.T) {
 		assert.ErrorContains(t, testConfig(set).check(), flag)
 	}
 	assert.NoError(t, defaults().check())
+}
+
+// A room that a subscription makes costs what a join costs: a client
+// naming made-up rooms makes as many as its joins allow (here a burst of
+// three), not the node's thousand; rooms that exist are open to it.
+func TestSubscriptionsMakeRoomsAsJoinsDo(t *testing.T) {
+	c := newChat(t, func(cfg *config) { cfg.joinRate = 1 })
+	c.person().join("lobby", "ann") // a room that exists; the join takes one of the address's three
+	visitor := c.person()
+	var ops []any
+	for i := range 10 {
+		ops = append(ops, subscribe(fmt.Sprintf("made-up-%d", i), ""))
+	}
+	status, frames := visitor.longPoll(ops...)
+	require.Equal(t, http.StatusOK, status)
+	var made, refused int
+	for _, f := range frames {
+		switch {
+		case f.Type == "subscribed":
+			made++
+		case f.Code == "forbidden":
+			refused++
+		}
+	}
+	assert.Equal(t, burstOf(1)-1, made)
+	assert.Equal(t, 10-made, refused)
+	status, frames = visitor.longPoll(subscribe("lobby", ""))
+	require.Equal(t, http.StatusOK, status)
+	require.Len(t, frames, 1)
+	assert.Equal(t, "subscribed", frames[0].Type, "a room that exists")
 }
