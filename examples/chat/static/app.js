@@ -291,18 +291,23 @@ async function send(e) {
 }
 
 let sendErrorTimer;
+let rateLimitedUntil = 0;
 
 // showSendError shows why a message was not sent; a rate limit's notice
-// goes when the limit has passed, others when a message is sent.
+// goes when the limit has passed (not when an earlier message's ack comes
+// in after it: acks of messages sent together arrive in any order),
+// others when a message is sent.
 function showSendError(err) {
-  clearTimeout(sendErrorTimer);
   const box = $("send-error");
   if (!err) {
-    box.textContent = "";
+    if (Date.now() >= rateLimitedUntil) box.textContent = "";
     return;
   }
+  clearTimeout(sendErrorTimer);
+  rateLimitedUntil = 0;
   if (err.code === "rate_limited" && err.retryMs) {
     box.textContent = `too fast: wait ${Math.ceil(err.retryMs / 1000)} s`;
+    rateLimitedUntil = Date.now() + err.retryMs;
     sendErrorTimer = setTimeout(() => (box.textContent = ""), err.retryMs);
     return;
   }
