@@ -877,6 +877,8 @@ func TestDetachedTLS(t *testing.T) {
 		assert.Equal(t, "polled HTTP/1.1", a.Body)
 	}
 	assert.Equal(t, int32(1), dials.Load(), "connections (handshakes) for three polls")
+	// The last poll's request ends just after its client has the answer.
+	require.Eventually(t, func() bool { return d.Detached() == 0 }, 10*time.Second, time.Millisecond)
 
 	http2 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}}
 	defer http2.CloseIdleConnections()
