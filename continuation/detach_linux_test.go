@@ -375,14 +375,7 @@ func TestDetachedHangUp(t *testing.T) {
 func TestDetachedFailedWriteKeepsNoBuffer(t *testing.T) {
 	big := strings.Repeat("x", 32<<20) // more than the sockets hold
 	parked := make(chan *continuation.Continuation, 1)
-	d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := continuation.FromRequest(r)
-		if c.IsInitial() {
-			c.SetTimeout(0)
-			require.NoError(t, c.Suspend())
-			parked <- c
-			return
-		}
+	d := continuation.NewDispatcher(suspendEach(t, parked, func(w http.ResponseWriter, _ *continuation.Continuation) {
 		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 		io.WriteString(w, big)
 	}))
@@ -599,16 +592,10 @@ func TestAttachedWaitReasons(t *testing.T) {
 // requests detach again.
 func TestPollerStartFails(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	var log syncBuffer
+	var log testproc.Buffer
 	cs := make(chan *continuation.Continuation, 8)
-	d := continuation.NewDispatcher(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c := continuation.FromRequest(r)
-		if c.IsInitial() {
-			c.SetTimeout(0)
-			require.NoError(t, c.Suspend())
-			cs <- c
-		}
-	}), continuation.WithMetrics(reg), continuation.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
+	d := continuation.NewDispatcher(suspendEach(t, cs, nil),
+		continuation.WithMetrics(reg), continuation.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
 	srv := continuationtest.Detached.NewServer(t, d)
 	tries, restore := continuation.FailPollerStart(errors.New("epoll_create1: too many open files"))
 	defer restore()
@@ -1117,22 +1104,4 @@ func TestDetachedGauge(t *testing.T) {
 	require.Eventually(t, func() bool { return gaugeValue(t, reg, "cometkit_requests_detached") == 0 },
 		10*time.Second, time.Millisecond)
 	assert.Equal(t, 0.0, metricValue(t, reg, "cometkit_attached_waits_total", "", ""), "waits counted as attached")
-}
-
-// syncBuffer is a log that goroutines may write while a test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -503,14 +503,7 @@ func TestModesResumeRacesShutdown(t *testing.T) {
 func TestModesWriteTimeout(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode continuationtest.ServeMode) {
 		cs := make(chan *continuation.Continuation, 1)
-		d := continuation.NewDispatcher(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-			c := continuation.FromRequest(r)
-			if c.IsInitial() {
-				c.SetTimeout(0)
-				require.NoError(t, c.Suspend())
-				cs <- c
-				return
-			}
+		d := continuation.NewDispatcher(suspendEach(t, cs, func(rw http.ResponseWriter, _ *continuation.Continuation) {
 			io.WriteString(rw, "too late")
 		}))
 		srv := mode.NewUnstartedServer(t, d)

@@ -14,7 +14,6 @@
 package proxytest
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	cryptorand "crypto/rand"
@@ -29,10 +28,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cometkit/cometkit/internal/testproc"
 )
 
 // Config reads the configuration file at path and replaces, in order,
@@ -96,7 +96,7 @@ func ephemeralLow() int {
 type Proxy struct {
 	name   string
 	cmd    *exec.Cmd
-	output *syncBuffer // what it wrote to stdout and stderr
+	output *testproc.Buffer // what it wrote to stdout and stderr
 	done   chan struct{}
 	err    error
 }
@@ -133,7 +133,7 @@ func start(t testing.TB, name string, check, run *exec.Cmd, listen []string) *Pr
 	if out, err := check.CombinedOutput(); err != nil {
 		t.Fatalf("proxytest: %s refuses the configuration: %v\n%s", name, err, out)
 	}
-	p := &Proxy{name: name, cmd: run, output: new(syncBuffer), done: make(chan struct{})}
+	p := &Proxy{name: name, cmd: run, output: new(testproc.Buffer), done: make(chan struct{})}
 	run.Stdout, run.Stderr = p.output, p.output
 	// Its own process group, so that Stop reaches the workers too: a
 	// master that dies leaves nginx's workers serving. And stopped if the
@@ -242,22 +242,4 @@ func writeFile(t testing.TB, name, content string) {
 	if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
 		t.Fatalf("proxytest: %v", err)
 	}
-}
-
-// A syncBuffer is a buffer a process writes to while a test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

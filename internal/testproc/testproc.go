@@ -7,12 +7,14 @@
 package testproc
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -115,4 +117,24 @@ func DialNonReader(addr string) (net.Conn, error) {
 		return err
 	}}
 	return dialer.Dial("tcp", addr)
+}
+
+// A Buffer is what a process (or any other goroutine) writes while a test
+// reads it: its output, a log.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns what has been written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
